@@ -1,0 +1,1 @@
+//! Config: the YAML file, parsed once into validated types.

@@ -1,0 +1,1 @@
+//! Decode: turns one request body into the parts of an envelope. Pure: no IO, no axum.
