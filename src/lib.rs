@@ -15,3 +15,4 @@ pub mod config;
 pub mod decode;
 pub mod envelope;
 pub mod error;
+pub mod spool;
