@@ -1,0 +1,95 @@
+//! Dead letters: deliveries a sink refused for good or that ran out of retries, kept on disk
+//! with the reason so that nothing accepted is ever silently gone.
+//!
+//! Each dead letter is one JSON file, `dead/<sink>/<envelope id>.json`, holding the route,
+//! the error, attempt counts and times, the envelope and the raw body (base64), written to a
+//! temporary name, synced and renamed, so a crash leaves either the whole letter or none.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::spool::Route;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub envelope_id: String,
+    pub route: Route,
+    /// The spool offset of the record, for tracing it back.
+    pub offset: u64,
+    /// The last error the sink gave.
+    pub reason: String,
+    pub attempts: u32,
+    pub first_attempt_at: String,
+    pub last_attempt_at: String,
+    pub envelope: serde_json::Value,
+    /// The request body as HQ sent it, base64-encoded.
+    pub body_base64: String,
+}
+
+impl DeadLetter {
+    pub fn body(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.body_base64)
+    }
+
+    pub fn encode_body(body: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(body)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DeadLetters {
+    dir: PathBuf,
+}
+
+impl DeadLetters {
+    pub fn new(data_dir: &Path) -> DeadLetters {
+        DeadLetters {
+            dir: data_dir.join("dead"),
+        }
+    }
+
+    /// Stores a dead letter durably.
+    ///
+    /// # Errors
+    /// When the file cannot be written and synced.
+    pub fn store(&self, letter: &DeadLetter) -> std::io::Result<PathBuf> {
+        let dir = self.dir.join(&letter.route.sink);
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.json", letter.envelope_id));
+        let temporary = dir.join(format!(".{}.tmp", letter.envelope_id));
+        let mut file = File::create(&temporary)?;
+        file.write_all(&serde_json::to_vec_pretty(letter).expect("dead letters always serialise"))?;
+        file.sync_all()?;
+        fs::rename(&temporary, &path)?;
+        File::open(&dir)?.sync_all()?;
+        Ok(path)
+    }
+
+    /// Every dead letter of `sink`, oldest envelope first.
+    ///
+    /// # Errors
+    /// When the folder or a letter cannot be read.
+    pub fn list(&self, sink: &str) -> std::io::Result<Vec<DeadLetter>> {
+        let dir = self.dir.join(sink);
+        let mut letters = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(letters),
+            Err(err) => return Err(err),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|extension| extension == "json") {
+                let letter = serde_json::from_slice(&fs::read(&path)?)
+                    .map_err(|err| std::io::Error::other(format!("{}: {err}", path.display())))?;
+                letters.push(letter);
+            }
+        }
+        letters.sort_by(|a: &DeadLetter, b: &DeadLetter| a.envelope_id.cmp(&b.envelope_id));
+        Ok(letters)
+    }
+}

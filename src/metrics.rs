@@ -1,0 +1,147 @@
+//! Metrics: every Prometheus metric ccrelay exports, named and described once.
+//!
+//! One `Metrics` value is built at start and shared; nothing is global, so tests can run
+//! several relays in one process. Label values come only from bounded sets: configured source
+//! names (`*` for the catch-all source), the six kinds, sink and rule names from the rules
+//! file, status codes and outcome words.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub ingress_requests: IntCounterVec,
+    pub ingress_request_duration: HistogramVec,
+    pub ingress_bytes: IntCounterVec,
+    pub ingress_envelopes: IntCounterVec,
+    pub decode_failures: IntCounterVec,
+    pub quarantined: IntCounterVec,
+    pub spool_append_duration: Histogram,
+    pub spool_appended_records: IntCounter,
+    pub spool_disk_bytes: IntGauge,
+    pub sink_deliveries: IntCounterVec,
+    pub sink_delivery_duration: HistogramVec,
+    pub sink_dead_letters: IntCounterVec,
+    pub sink_healthy: IntGaugeVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            metric
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let metric = HistogramVec::new(opts, labels).expect("metric definitions are valid");
+            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            metric
+        };
+        let spool_append_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "ccrelay_spool_append_duration_seconds",
+                "Time from handing a record to the spool until it was synced to disk",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(spool_append_duration.clone()))
+            .expect("metric names are unique");
+        let spool_appended_records = IntCounter::new(
+            "ccrelay_spool_appended_records_total",
+            "Records appended to the spool and synced",
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(spool_appended_records.clone()))
+            .expect("metric names are unique");
+        let spool_disk_bytes = IntGauge::new("ccrelay_spool_disk_bytes", "Bytes the spool's segments take on disk")
+            .expect("metric definitions are valid");
+        registry
+            .register(Box::new(spool_disk_bytes.clone()))
+            .expect("metric names are unique");
+        let sink_healthy = IntGaugeVec::new(
+            Opts::new("ccrelay_sink_healthy", "1 while the sink's last delivery or check succeeded, else 0"),
+            &["sink"],
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(sink_healthy.clone()))
+            .expect("metric names are unique");
+
+        Metrics {
+            ingress_requests: counter_vec(
+                "ccrelay_ingress_requests_total",
+                "Ingress requests answered, by source and HTTP status",
+                &["source", "status"],
+            ),
+            ingress_request_duration: histogram_vec(
+                "ccrelay_ingress_request_duration_seconds",
+                "Time to answer an ingress request",
+                &["source"],
+            ),
+            ingress_bytes: counter_vec(
+                "ccrelay_ingress_bytes_total",
+                "Request body bytes received",
+                &["source"],
+            ),
+            ingress_envelopes: counter_vec(
+                "ccrelay_ingress_envelopes_total",
+                "Payloads accepted, by source and kind",
+                &["source", "kind"],
+            ),
+            decode_failures: counter_vec(
+                "ccrelay_decode_failures_total",
+                "Payloads that could not be decoded, by source and status answered",
+                &["source", "status"],
+            ),
+            quarantined: counter_vec(
+                "ccrelay_quarantined_total",
+                "Payloads stored in the quarantine because they could not be decoded",
+                &["source"],
+            ),
+            spool_append_duration,
+            spool_appended_records,
+            spool_disk_bytes,
+            sink_deliveries: counter_vec(
+                "ccrelay_sink_deliveries_total",
+                "Delivery attempts by sink and outcome (delivered, retried, failed)",
+                &["sink", "outcome"],
+            ),
+            sink_delivery_duration: histogram_vec(
+                "ccrelay_sink_delivery_duration_seconds",
+                "Time a sink took to confirm a batch",
+                &["sink"],
+            ),
+            sink_dead_letters: counter_vec(
+                "ccrelay_sink_dead_letters_total",
+                "Deliveries given up and stored as dead letters",
+                &["sink"],
+            ),
+            sink_healthy,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("the text encoder accepts every registered metric")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

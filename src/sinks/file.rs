@@ -1,0 +1,161 @@
+//! File sink: envelopes as JSON lines in files whose paths are templates, synced per batch and
+//! rotated by size.
+//!
+//! Paths render from envelope fields (`out/{{ kind }}/{{ received_at | date }}.jsonl`) and are
+//! resolved under the data dir; a rendered path that is absolute or climbs out with `..` is a
+//! permanent failure, never a write elsewhere. A file past `max_file_bytes` is renamed to
+//! `<name>.1`, `<name>.2`, … (oldest first) before the batch that would overflow it.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{Delivery, SinkError};
+use crate::template::Template;
+
+/// Open files kept between batches; past this, all are closed (dated paths change daily).
+const MAX_OPEN_FILES: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct FileSinkConfig {
+    /// Where each envelope goes, relative to the data dir.
+    pub path: Template,
+    /// A file is rotated before it would grow past this.
+    pub max_file_bytes: u64,
+}
+
+pub struct FileSink {
+    config: FileSinkConfig,
+    files: Arc<Mutex<OpenFiles>>,
+}
+
+struct OpenFiles {
+    root: PathBuf,
+    max_file_bytes: u64,
+    open: HashMap<PathBuf, (File, u64)>,
+}
+
+impl FileSink {
+    pub fn new(data_dir: &Path, config: FileSinkConfig) -> FileSink {
+        let files = OpenFiles {
+            root: data_dir.to_path_buf(),
+            max_file_bytes: config.max_file_bytes,
+            open: HashMap::new(),
+        };
+        FileSink {
+            config,
+            files: Arc::new(Mutex::new(files)),
+        }
+    }
+
+    pub async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), SinkError>> {
+        let mut results: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
+        // Lines grouped by file, with the positions in `batch` they answer for.
+        let mut groups: Vec<(PathBuf, Vec<u8>, Vec<usize>)> = Vec::new();
+        for (index, delivery) in batch.iter().enumerate() {
+            match self.relative_path(delivery) {
+                Ok(path) => {
+                    let group = match groups.iter_mut().position(|(existing, ..)| *existing == path) {
+                        Some(position) => &mut groups[position],
+                        None => {
+                            groups.push((path, Vec::new(), Vec::new()));
+                            groups.last_mut().expect("just pushed")
+                        }
+                    };
+                    group.1.extend_from_slice(&delivery.envelope_json);
+                    group.1.push(b'\n');
+                    group.2.push(index);
+                    results.push(Ok(()));
+                }
+                Err(err) => results.push(Err(err)),
+            }
+        }
+        let files = Arc::clone(&self.files);
+        let written = tokio::task::spawn_blocking(move || {
+            let mut files = files.lock().expect("file sink lock is never poisoned");
+            groups
+                .into_iter()
+                .map(|(path, lines, indices)| (files.append(&path, &lines), indices))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("file writes do not panic");
+        for (outcome, indices) in written {
+            if let Err(err) = outcome {
+                for index in indices {
+                    results[index] = Err(SinkError::transient(err.clone()));
+                }
+            }
+        }
+        results
+    }
+
+    fn relative_path(&self, delivery: &Delivery) -> Result<PathBuf, SinkError> {
+        let rendered = self
+            .config
+            .path
+            .render(&delivery.envelope)
+            .map_err(|err| SinkError::permanent(err.to_string()))?;
+        let path = PathBuf::from(&rendered);
+        let stays_inside = path
+            .components()
+            .all(|component| matches!(component, Component::Normal(_) | Component::CurDir));
+        if rendered.is_empty() || !stays_inside {
+            return Err(SinkError::permanent(format!(
+                "file path `{rendered}` must be relative to the data dir, without `..`"
+            )));
+        }
+        Ok(path)
+    }
+}
+
+impl OpenFiles {
+    /// Appends `lines` to the file at `relative` and syncs it.
+    fn append(&mut self, relative: &Path, lines: &[u8]) -> Result<(), String> {
+        let path = self.root.join(relative);
+        let describe = |err: std::io::Error| format!("writing {}: {err}", path.display());
+        let size = match self.open.get(&path) {
+            Some((_, size)) => *size,
+            None => fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0),
+        };
+        if size > 0 && size + lines.len() as u64 > self.max_file_bytes {
+            self.open.remove(&path);
+            rotate(&path).map_err(describe)?;
+        }
+        if !self.open.contains_key(&path) {
+            if self.open.len() >= MAX_OPEN_FILES {
+                self.open.clear();
+            }
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(describe)?;
+            }
+            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(describe)?;
+            let size = file.metadata().map_err(describe)?.len();
+            self.open.insert(path.clone(), (file, size));
+        }
+        let (file, size) = self.open.get_mut(&path).expect("opened above");
+        let written = file.write_all(lines).and_then(|()| file.sync_data());
+        if let Err(err) = written {
+            // The file may hold part of the batch; it is re-sent whole, so reopen afresh.
+            self.open.remove(&path);
+            return Err(describe(err));
+        }
+        *size += lines.len() as u64;
+        Ok(())
+    }
+}
+
+fn rotate(path: &Path) -> std::io::Result<()> {
+    let mut number = 1u32;
+    loop {
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(format!(".{number}"));
+        let rotated = PathBuf::from(rotated);
+        if !rotated.exists() {
+            return fs::rename(path, rotated);
+        }
+        number += 1;
+    }
+}

@@ -1,0 +1,136 @@
+//! Templates: sink destinations (file paths now; topics, keys, URLs and headers later)
+//! rendered from envelope fields with minijinja.
+//!
+//! Templates are compiled once, when the rules are loaded, so a bad one is a load error and
+//! never a surprise at delivery time. Rendering is strict: a template that names a missing
+//! field fails that delivery with a clear error, unless it says `| default(...)`.
+
+use std::sync::Arc;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(String);
+
+impl TemplateError {
+    fn from_minijinja(source: &str, err: &minijinja::Error) -> TemplateError {
+        let detail = err.detail().map(|detail| format!(": {detail}")).unwrap_or_default();
+        TemplateError(format!("template `{source}`: {}{detail}", err.kind()))
+    }
+}
+
+/// A compiled template. Cheap to clone.
+#[derive(Clone)]
+pub struct Template {
+    source: Arc<str>,
+    environment: Arc<Environment<'static>>,
+    /// A template without `{{`/`{%` renders to itself; skipping the engine keeps plain paths free.
+    is_literal: bool,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Template").field(&self.source).finish()
+    }
+}
+
+const NAME: &str = "t";
+
+impl Template {
+    /// Compiles `source`.
+    ///
+    /// # Errors
+    /// When the source is not a valid template.
+    pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        let mut environment = Environment::new();
+        environment.set_undefined_behavior(UndefinedBehavior::Strict);
+        environment.add_filter("date", date);
+        environment
+            .add_template_owned(NAME, source.to_string())
+            .map_err(|err| TemplateError::from_minijinja(source, &err))?;
+        Ok(Template {
+            source: source.into(),
+            environment: Arc::new(environment),
+            is_literal: !source.contains("{{") && !source.contains("{%"),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders against an envelope (or any JSON value).
+    ///
+    /// # Errors
+    /// When a field the template names is missing and has no default, or a filter fails.
+    pub fn render(&self, context: &serde_json::Value) -> Result<String, TemplateError> {
+        if self.is_literal {
+            return Ok(self.source.to_string());
+        }
+        let template = self
+            .environment
+            .get_template(NAME)
+            .expect("the template was added at compile time");
+        template
+            .render(context)
+            .map_err(|err| TemplateError::from_minijinja(&self.source, &err))
+    }
+}
+
+/// `{{ received_at | date }}` → `2024-05-02`; `{{ received_at | date("%Y/%m") }}` → `2024/05`.
+/// Takes any RFC 3339 timestamp or civil date-time; the date is the one written, not converted.
+fn date(value: String, format: Option<String>) -> Result<String, minijinja::Error> {
+    let invalid = || {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("date filter: `{value}` is not a date or timestamp"),
+        )
+    };
+    let datetime: jiff::civil::DateTime = match value.parse::<jiff::Timestamp>() {
+        Ok(timestamp) => timestamp.to_zoned(jiff::tz::TimeZone::UTC).datetime(),
+        Err(_) => value
+            .parse::<jiff::civil::DateTime>()
+            .or_else(|_| value.parse::<jiff::civil::Date>().map(|date| date.to_datetime(jiff::civil::Time::midnight())))
+            .map_err(|_| invalid())?,
+    };
+    let format = format.as_deref().unwrap_or("%Y-%m-%d");
+    Ok(datetime.strftime(format).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(source: &str, context: serde_json::Value, expected: Result<&str, &str>) {
+        let rendered = Template::compile(source).and_then(|template| template.render(&context));
+        match (rendered, expected) {
+            (Ok(text), Ok(want)) => assert_eq!(text, want, "{source}"),
+            (Err(err), Err(want)) => assert!(err.to_string().contains(want), "{source}: {err}"),
+            (got, want) => panic!("{source}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn renders_fields_and_filters() {
+        let envelope = json!({
+            "kind": "form",
+            "received_at": "2024-05-02T06:14:09.482113Z",
+            "domain": "Kenya-MCH",
+            "form": {"xmlns": "http://openrosa.org/formdesigner/ABC"},
+            "cases": [{"case_type": "household"}],
+        });
+        check("out/{{ kind }}/{{ received_at | date }}.jsonl", envelope.clone(), Ok("out/form/2024-05-02.jsonl"));
+        check("{{ received_at | date('%Y/%m') }}", envelope.clone(), Ok("2024/05"));
+        check("{{ domain | lower }}.{{ kind | upper }}", envelope.clone(), Ok("kenya-mch.FORM"));
+        check("{{ cases[0].case_type }}", envelope.clone(), Ok("household"));
+        check("{{ app_id | default('none') }}", envelope.clone(), Ok("none"));
+        check("{{ query.app_id | default('none') }}", envelope.clone(), Ok("none"));
+        check("plain/path.jsonl", envelope.clone(), Ok("plain/path.jsonl"));
+        check("{{ form.missing }}", envelope.clone(), Err("undefined"));
+        check("{{ kind | date }}", envelope, Err("not a date"));
+        check("{{ kind ", json!({}), Err("template `{{ kind `"));
+    }
+}
