@@ -6,19 +6,35 @@
 //! The flow is one straight path: `ingress` → `decode` → `envelope` → `rules` → `spool` →
 //! `dispatch` → `sinks`.
 //!
-//! - `envelope`: the documented shape every payload takes; the contract with rules and sinks.
+//! - `ingress`: the HTTP listener HQ posts to; authenticates, decodes, routes, spools, answers.
 //! - `decode`: body bytes to envelope parts (XML and JSON, every payload HQ sends). No IO.
-//! - `config`: the YAML config file parsed into validated types, every error reported at once.
+//! - `envelope`: the documented shape every payload takes; the contract with rules and sinks.
+//! - `rules`: which sinks an envelope goes to. No IO.
+//! - `spool`: the durable log ingress appends to, and each sink's cursor in it.
+//! - `dispatch`: one loop per sink from the spool to the sink, with retries and dead letters.
+//! - `sinks`: the file sink (more to come), each confirming what it accepts.
+//! - `quarantine`, `dead_letter`: where refused payloads and failed deliveries are kept.
+//! - `admin`: health, readiness and metrics on a separate listener.
+//! - `config`, `yaml`: the config file parsed into validated types, every error at once.
+//! - `app`, `cli`, `shutdown`, `telemetry`: wiring, command line, signals and logs.
 //! - `error`: the closed set of error classes; `ingress::error` maps them to HTTP once.
+//! - `metrics`, `template`: Prometheus metrics; templates for sink destinations.
 
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
+pub mod dispatch;
 pub mod envelope;
 pub mod error;
-pub mod spool;
-pub mod dead_letter;
-pub mod dispatch;
+pub mod ingress;
 pub mod metrics;
+pub mod quarantine;
 pub mod rules;
+pub mod shutdown;
 pub mod sinks;
+pub mod spool;
+pub mod telemetry;
 pub mod template;

@@ -1,0 +1,61 @@
+//! Admin listener: health, readiness and metrics for operators and orchestrators, on its own
+//! address so it can stay private while ingress faces HQ.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::spool::Spool;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub spool: Spool,
+    /// Set once ingress is bound and serving.
+    pub ingress_ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: the spool is open (it is, or this state could not exist) and ingress is serving.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let ingress = state.ingress_ready.load(Ordering::Acquire);
+    let status = if ingress {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": ingress,
+        "ingress": if ingress { "serving" } else { "not serving" },
+        "spool": { "open": true, "disk_bytes": state.spool.disk_bytes(), "durable_end": state.spool.durable_end() },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    state.metrics.spool_disk_bytes.set(state.spool.disk_bytes() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

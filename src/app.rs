@@ -1,0 +1,164 @@
+//! App: builds the spool, sinks, dispatchers and both listeners from a validated config,
+//! runs them, and shuts them down in order.
+//!
+//! Shutdown order: ingress stops accepting and answers 503 to new requests on open
+//! connections → in-flight requests finish, bounded by the grace period → dispatchers finish
+//! their current batch → the admin listener stops last, so probes see the whole drain.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::dead_letter::DeadLetters;
+use crate::dispatch::{Dispatcher, RetryPolicy};
+use crate::ingress::{self, IngressState};
+use crate::metrics::Metrics;
+use crate::quarantine::Quarantine;
+use crate::rules::RuleSet;
+use crate::sinks::Sink;
+use crate::spool::{Spool, SpoolOptions};
+
+/// How often retention and the quota are enforced on the spool.
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Both listeners, bound before `run` so that callers (and tests, on port 0) know the addresses.
+pub struct Listeners {
+    pub ingress: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// # Errors
+    /// When either address cannot be bound.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let ingress = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin_listen)", config.admin_listen))?;
+        Ok(Listeners { ingress, admin })
+    }
+
+    pub fn ingress_addr(&self) -> SocketAddr {
+        self.ingress.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("a bound listener has an address")
+    }
+}
+
+/// Runs the relay until `shutdown` is cancelled, then drains and returns.
+///
+/// # Errors
+/// When the spool cannot be opened or a listener fails.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let spool = Spool::open(SpoolOptions {
+        dir: config.data_dir.clone(),
+        segment_bytes: config.spool.segment_bytes,
+        retention: config.spool.retention,
+        max_disk_bytes: config.spool.max_disk_bytes,
+    })
+    .with_context(|| format!("cannot open the spool in {}", config.data_dir.display()))?;
+    let rules = Arc::new(RuleSet::default_archive());
+
+    let dispatchers = TaskTracker::new();
+    let stop_dispatch = CancellationToken::new();
+    let dead_letters = DeadLetters::new(&config.data_dir);
+    for (name, sink_config) in &rules.sinks {
+        let dispatcher = Dispatcher {
+            sink_name: name.clone(),
+            sink: Arc::new(Sink::build(sink_config, &config.data_dir)),
+            spool: spool.clone(),
+            dead_letters: dead_letters.clone(),
+            metrics: Arc::clone(&metrics),
+            retry: RetryPolicy::default(),
+        };
+        dispatchers.spawn(dispatcher.run(stop_dispatch.clone()));
+    }
+    dispatchers.spawn(compact_periodically(spool.clone(), stop_dispatch.clone()));
+    dispatchers.close();
+
+    let ingress_ready = Arc::new(AtomicBool::new(false));
+    let stop_admin = CancellationToken::new();
+    let admin_router = admin::router(AdminState {
+        metrics: Arc::clone(&metrics),
+        spool: spool.clone(),
+        ingress_ready: Arc::clone(&ingress_ready),
+    });
+    let admin_server = axum::serve(listeners.admin, admin_router)
+        .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
+        .into_future();
+    let admin_task = tokio::spawn(admin_server);
+
+    let ingress_state = IngressState {
+        config: Arc::clone(&config),
+        rules,
+        spool: spool.clone(),
+        quarantine: Quarantine::new(&config.data_dir),
+        metrics,
+        in_flight: Arc::new(Semaphore::new(config.ingress.max_concurrent_requests)),
+        shutdown: shutdown.clone(),
+    };
+    let ingress_server = axum::serve(listeners.ingress, ingress::router(ingress_state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let mut ingress_task = tokio::spawn(ingress_server);
+    ingress_ready.store(true, Ordering::Release);
+    tracing::info!("ccrelay is ready");
+
+    let grace = Duration::from(config.ingress.shutdown_grace);
+    let served = tokio::select! {
+        () = shutdown.cancelled() => {
+            ingress_ready.store(false, Ordering::Release);
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing requests in flight");
+            match tokio::time::timeout(grace, &mut ingress_task).await {
+                Ok(joined) => joined.context("ingress task failed")?.context("ingress failed"),
+                Err(_) => {
+                    tracing::warn!("requests still in flight after the grace period; closing them");
+                    ingress_task.abort();
+                    Ok(())
+                }
+            }
+        }
+        joined = &mut ingress_task => joined.context("ingress task failed")?.context("ingress failed"),
+    };
+    ingress_ready.store(false, Ordering::Release);
+
+    stop_dispatch.cancel();
+    if tokio::time::timeout(grace, dispatchers.wait()).await.is_err() {
+        tracing::warn!("deliveries still in progress after the grace period; they resume at the next start");
+    }
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    tracing::info!("ccrelay stopped");
+    served
+}
+
+async fn compact_periodically(spool: Spool, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(COMPACTION_INTERVAL) => {}
+            () = stop.cancelled() => return,
+        }
+        let compacting = spool.clone();
+        match tokio::task::spawn_blocking(move || compacting.compact()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "spool compaction failed"),
+            Err(err) => tracing::error!(error = %err, "spool compaction panicked"),
+        }
+    }
+}

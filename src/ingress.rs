@@ -1,0 +1,64 @@
+//! Ingress: the HTTP listener HQ forwards to. Owns the router and the order of its layers;
+//! `handler` accepts payloads, `auth` checks credentials, `error` maps errors to answers.
+//!
+//! Invariant: no 2xx leaves here before the spool has synced the payload.
+
+pub mod auth;
+pub mod error;
+pub mod handler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::ingress::error::IngressError;
+use crate::metrics::Metrics;
+use crate::quarantine::Quarantine;
+use crate::rules::RuleSet;
+use crate::spool::Spool;
+
+/// What the ingress handler works with: built components, not raw config.
+#[derive(Clone)]
+pub struct IngressState {
+    pub config: Arc<Config>,
+    pub rules: Arc<RuleSet>,
+    pub spool: Spool,
+    pub quarantine: Quarantine,
+    pub metrics: Arc<Metrics>,
+    /// Requests in progress; past the configured maximum, ingress answers 503.
+    pub in_flight: Arc<Semaphore>,
+    /// Cancelled when shutdown begins: new requests get 503 while in-flight ones finish.
+    pub shutdown: CancellationToken,
+}
+
+/// The ingress router with its layers, outermost first: a panic becomes an answer, every
+/// request is traced, and a request (a slow client's body included) is cut off at the timeout.
+pub fn router(state: IngressState) -> Router {
+    let timeout = Duration::from(state.config.ingress.request_timeout);
+    Router::new()
+        .route(
+            "/ingest/{source}",
+            post(handler::ingest).put(handler::ingest).delete(handler::ingest),
+        )
+        .with_state(state)
+        // The handler enforces the configured limit itself, to answer in ccrelay's own format.
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::new(timeout))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(answer_panic))
+}
+
+/// A panic is a bug that a retry may not hit again: 503, which HQ retries, not 500.
+fn answer_panic(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    IngressError::Panicked.into_response()
+}
