@@ -12,14 +12,18 @@
 //!
 //! This module knows nothing about ccrelay's config or rules and must stay that way.
 
+mod error;
 mod load;
+mod scalar;
 mod suggest;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 
+pub use error::{Error, Errors};
 pub use load::parse;
+pub use scalar::Resolved;
 pub use suggest::closest;
 
 /// A position in the text, both 1-based; columns count characters, not bytes.
@@ -65,90 +69,6 @@ pub struct Entry {
     pub key: String,
     pub key_span: Span,
     pub value: Node,
-}
-
-/// A scalar's value under the YAML 1.2 core schema.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Resolved<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    /// Integer-shaped but outside `i64`: still an integer, never silently a string.
-    IntOutOfRange,
-    Float(f64),
-    Str(&'a str),
-}
-
-impl Scalar {
-    /// Types a plain scalar by the core schema; quoted and block scalars are strings.
-    pub fn resolve(&self) -> Resolved<'_> {
-        let text = self.text.as_str();
-        if !self.plain {
-            return Resolved::Str(text);
-        }
-        match text {
-            "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
-            "true" | "True" | "TRUE" => return Resolved::Bool(true),
-            "false" | "False" | "FALSE" => return Resolved::Bool(false),
-            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-                return Resolved::Float(f64::INFINITY);
-            }
-            "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
-            ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
-            _ => {}
-        }
-        if let Some(int) = resolve_int(text) {
-            return int.map_or(Resolved::IntOutOfRange, Resolved::Int);
-        }
-        if looks_like_float(text) {
-            if let Ok(float) = text.parse::<f64>() {
-                return Resolved::Float(float);
-            }
-        }
-        Resolved::Str(text)
-    }
-}
-
-/// `None` when the text is not integer-shaped; `Some(None)` when it is but does not fit.
-fn resolve_int(text: &str) -> Option<Option<i64>> {
-    let (digits, radix) = if let Some(hex) = text.strip_prefix("0x") {
-        (hex, 16)
-    } else if let Some(octal) = text.strip_prefix("0o") {
-        (octal, 8)
-    } else {
-        (text.strip_prefix(['-', '+']).unwrap_or(text), 10)
-    };
-    if digits.is_empty() || !digits.chars().all(|digit| digit.is_digit(radix)) {
-        return None;
-    }
-    let value = if radix == 10 {
-        text.parse::<i64>().ok()
-    } else {
-        i64::from_str_radix(digits, radix).ok()
-    };
-    Some(value)
-}
-
-/// The core schema's float pattern: digits with a `.` and/or an exponent.
-fn looks_like_float(text: &str) -> bool {
-    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
-    let (mantissa, exponent) = match body.find(['e', 'E']) {
-        Some(at) => (&body[..at], Some(&body[at + 1..])),
-        None => (body, None),
-    };
-    let mantissa_ok = match mantissa.split_once('.') {
-        Some((whole, fraction)) => {
-            (!whole.is_empty() || !fraction.is_empty())
-                && whole.bytes().all(|byte| byte.is_ascii_digit())
-                && fraction.bytes().all(|byte| byte.is_ascii_digit())
-        }
-        None => !mantissa.is_empty() && mantissa.bytes().all(|byte| byte.is_ascii_digit()),
-    };
-    let exponent_ok = exponent.is_none_or(|exponent| {
-        let digits = exponent.strip_prefix(['-', '+']).unwrap_or(exponent);
-        !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit())
-    });
-    mantissa_ok && exponent_ok && (mantissa.contains('.') || exponent.is_some())
 }
 
 impl Node {
@@ -408,100 +328,5 @@ pub fn join_key(parent: &str, key: &str) -> String {
         (true, true) => key.to_owned(),
         (false, true) => format!("{parent}.{key}"),
         (_, false) => format!("{parent}[{key:?}]"),
-    }
-}
-
-/// One problem in the text, located.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Error {
-    pub span: Span,
-    /// Empty for problems with the document as a whole (syntax errors, the root's type).
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}: {}", self.span, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.span, self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-/// Problems collected while reading; displayed one per line in text order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Errors {
-    list: Vec<Error>,
-}
-
-impl Errors {
-    pub fn push(&mut self, error: Error) {
-        self.list.push(error);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Error> {
-        self.list.iter()
-    }
-
-    /// The errors in text order (stable, so one position keeps the order they were found in).
-    pub fn into_sorted_vec(mut self) -> Vec<Error> {
-        self.list.sort_by_key(|error| error.span);
-        self.list
-    }
-
-    /// `Ok(value)` when nothing was reported, else every error in text order.
-    ///
-    /// # Errors
-    ///
-    /// Returns `self`, sorted, when it holds at least one error.
-    pub fn into_result<T>(self, value: T) -> Result<T, Errors> {
-        if self.list.is_empty() {
-            Ok(value)
-        } else {
-            Err(Errors {
-                list: self.into_sorted_vec(),
-            })
-        }
-    }
-}
-
-impl fmt::Display for Errors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, error) in self.list.iter().enumerate() {
-            if index > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Errors {}
-
-impl IntoIterator for Errors {
-    type Item = Error;
-    type IntoIter = std::vec::IntoIter<Error>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.list.into_iter()
-    }
-}
-
-impl Extend<Error> for Errors {
-    fn extend<I: IntoIterator<Item = Error>>(&mut self, iter: I) {
-        self.list.extend(iter);
     }
 }
