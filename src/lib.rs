@@ -15,7 +15,8 @@
 //! - `sinks`: the file sink (more to come), each confirming what it accepts.
 //! - `quarantine`, `dead_letter`: where refused payloads and failed deliveries are kept.
 //! - `admin`: health, readiness and metrics on a separate listener.
-//! - `config`, `yaml`: the config file parsed into validated types, every error at once.
+//! - `config`: the config file parsed into validated types, every error reported at once.
+//! - `yaml`: spanned YAML reading for operator-edited files, collecting located errors.
 //! - `app`, `cli`, `shutdown`, `telemetry`: wiring, command line, signals and logs.
 //! - `error`: the closed set of error classes; `ingress::error` maps them to HTTP once.
 //! - `metrics`, `template`: Prometheus metrics; templates for sink destinations.
@@ -38,3 +39,4 @@ pub mod sinks;
 pub mod spool;
 pub mod telemetry;
 pub mod template;
+pub mod yaml;
