@@ -68,9 +68,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let metrics = Arc::new(Metrics::new());
     let spool = Spool::open(SpoolOptions {
         dir: config.data_dir.clone(),
-        segment_bytes: config.spool.segment_bytes,
+        segment_bytes: config.spool.segment_bytes.get(),
         retention: config.spool.retention,
-        max_disk_bytes: config.spool.max_disk_bytes,
+        max_disk_bytes: config.spool.max_disk_bytes.get(),
     })
     .with_context(|| format!("cannot open the spool in {}", config.data_dir.display()))?;
     let rules = Arc::new(RuleSet::default_archive());
@@ -110,7 +110,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         spool: spool.clone(),
         quarantine: Quarantine::new(&config.data_dir),
         metrics,
-        in_flight: Arc::new(Semaphore::new(config.ingress.max_concurrent_requests)),
+        in_flight: Arc::new(Semaphore::new(config.ingress.max_concurrent_requests.get())),
         shutdown: shutdown.clone(),
     };
     let ingress_server = axum::serve(listeners.ingress, ingress::router(ingress_state))

@@ -98,7 +98,7 @@ async fn accept(state: &IngressState, request: Request<'_>, body: Body) -> Resul
         return Err(IngressError::ShuttingDown);
     }
     let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngressError::Busy)?;
-    let limit = state.config.ingress.max_body_bytes;
+    let limit = state.config.ingress.max_body_bytes.get();
     let body = read_body(body, limit).await?;
     let label = request.source.name.as_str();
     state
@@ -135,7 +135,7 @@ async fn accept(state: &IngressState, request: Request<'_>, body: Body) -> Resul
         server_modified_on: header_str(request.headers, SERVER_MODIFIED_ON),
         expected_kind: request.source.kind,
         limits: Limits {
-            max_depth: state.config.ingress.max_depth,
+            max_depth: state.config.ingress.max_depth.get(),
         },
     };
     let decoded: Decoded = match decode::decode(&input) {
