@@ -10,12 +10,14 @@
 //! - `<update>` overrides `<create>` for `case_type`, `case_name` and `owner_id`.
 //! - Property values are the element's text (`""` for an empty element); an element with
 //!   child elements, which CaseXML does not define, is kept as its JSON value.
+//! - A blank `user_id` or `date_modified` (HQ writes `user_id=""` when no user is known) is
+//!   absent.
 //! - An index without `relationship` is `child`; empty index text (a removed link) is kept as
 //!   `case_id: ""`.
 
 use serde_json::{Map, Value};
 
-use super::commcare::text_of;
+use super::commcare::{non_blank, text_of};
 use super::{DecodeError, Result};
 use crate::envelope::{CaseAction, CaseOperation};
 
@@ -62,12 +64,12 @@ pub(crate) fn from_block(
     let (case_id, date_modified, mut user_id) = match version {
         CaseVersion::V2 => (
             fields.get("@case_id"),
-            text_of(fields.get("@date_modified")),
-            text_of(fields.get("@user_id")),
+            non_blank(fields.get("@date_modified")),
+            non_blank(fields.get("@user_id")),
         ),
         CaseVersion::V1 => (
             fields.get("case_id"),
-            text_of(fields.get("date_modified")),
+            non_blank(fields.get("date_modified")),
             None,
         ),
     };
@@ -94,7 +96,7 @@ pub(crate) fn from_block(
                 (CaseVersion::V1, "case_type_id") => {
                     set_property(&mut operation, "case_type", value)
                 }
-                (CaseVersion::V1, "user_id") => user_id = text_of(Some(value)),
+                (CaseVersion::V1, "user_id") => user_id = non_blank(Some(value)),
                 _ => set_property(&mut operation, name, value),
             }
         }
@@ -216,7 +218,7 @@ pub(crate) fn from_case_json(
         case_type: text_of(properties.get("case_type")),
         case_name: text_of(properties.get("case_name")),
         owner_id: text_of(properties.get("owner_id")),
-        user_id: text_of(payload.get("user_id")),
+        user_id: non_blank(payload.get("user_id")),
         date_modified: text_of(payload.get("date_modified")),
         actions,
         properties,

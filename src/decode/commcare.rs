@@ -61,6 +61,11 @@ pub(crate) fn text_of(value: Option<&Value>) -> Option<String> {
     }
 }
 
+/// `text_of`, with blank text read as absent.
+pub(crate) fn non_blank(value: Option<&Value>) -> Option<String> {
+    text_of(value).filter(|text| !text.trim().is_empty())
+}
+
 pub(crate) fn decode_xml(text: &str, context: Context<'_>) -> Result<Decoded> {
     let mut collector = BlockCollector::default();
     let document = xml::to_json(text, context.max_depth, &mut collector)?;

@@ -14,7 +14,7 @@
 use serde_json::{Map, Value};
 
 use super::case::{self, CASE_V2_NAMESPACE, CaseVersion};
-use super::commcare::text_of;
+use super::commcare::{non_blank, text_of};
 use super::xml::{Element, Visitor};
 use super::{DecodeError, Result};
 use crate::envelope::{CaseOperation, Form};
@@ -192,11 +192,7 @@ fn read_meta(data: &Map<String, Value>, form: &mut Form) {
     let Some(meta) = meta else {
         return;
     };
-    let field = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|name| text_of(meta.get(*name)).filter(|text| !text.trim().is_empty()))
-    };
+    let field = |names: &[&str]| names.iter().find_map(|name| non_blank(meta.get(*name)));
     form.id = field(&["uid", "instanceID"]);
     form.user_id = field(&["userID", "user_id"]);
     form.username = field(&["username"]);
