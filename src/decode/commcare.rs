@@ -133,7 +133,7 @@ pub(crate) fn decode_json(text: &str, context: Context<'_>) -> Result<Decoded> {
     let domain = text_of(payload.get("domain"));
     let decoded = match kind {
         Kind::Form => {
-            let (form, blocks) = form::from_json(&payload, context.received_on)?;
+            let (form, blocks) = form::from_json(payload, context.received_on)?;
             let version = form.edited_on.as_ref().or(form.received_on.as_ref());
             let dedupe_key = match (&form.id, version) {
                 (Some(id), Some(version)) => format!("form:{id}:{version}"),

@@ -101,10 +101,10 @@ pub(crate) fn from_xml(data: Map<String, Value>, received_on: Option<&str>) -> F
 /// `WrongFieldType` when `form` is not an object or `id` is neither a string nor null; case
 /// block errors.
 pub(crate) fn from_json(
-    payload: &Map<String, Value>,
+    mut payload: Map<String, Value>,
     received_on_header: Option<&str>,
 ) -> Result<(Form, Blocks)> {
-    let Some(Value::Object(data)) = payload.get("form") else {
+    let Some(Value::Object(data)) = payload.remove("form") else {
         return Err(DecodeError::WrongFieldType {
             field: "form",
             expected: "an object",
@@ -130,12 +130,12 @@ pub(crate) fn from_json(
         edited_on: text_of(payload.get("edited_on")),
         ..Form::default()
     };
-    read_meta(data, &mut form);
+    read_meta(&data, &mut form);
     // The payload's own id is the form id; meta/instanceID says the same for real forms.
     form.id = id.or(form.id);
     let mut blocks = Blocks::default();
-    collect_json_blocks(data, &mut blocks)?;
-    form.data = Value::Object(data.clone());
+    collect_json_blocks(&data, &mut blocks)?;
+    form.data = Value::Object(data);
     Ok((form, blocks))
 }
 

@@ -25,6 +25,8 @@
 //! predefined ones and character references refused (never expanded), nesting bounded. It
 //! knows nothing of CommCare: callers see each element through a `Visitor`.
 
+use std::borrow::Cow;
+
 use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
@@ -71,7 +73,7 @@ pub(crate) fn to_json(
     let mut reader = NsReader::from_str(text);
     // Namespace URIs are few per document: frames refer to them by index.
     let mut namespaces: Vec<String> = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
+    let mut stack: Vec<Frame<'_>> = Vec::new();
     let mut root: Option<(String, Option<usize>, Map<String, Value>)> = None;
 
     loop {
@@ -140,7 +142,7 @@ pub(crate) fn to_json(
                     }
                 })?;
                 match stack.last_mut() {
-                    Some(frame) => frame.chunk.push_str(&content),
+                    Some(frame) => frame.push_text(content),
                     None if content.trim().is_empty() => {}
                     None => return Err(invalid("text outside the root element".to_owned())),
                 }
@@ -155,7 +157,7 @@ pub(crate) fn to_json(
                     }
                 })?;
                 match stack.last_mut() {
-                    Some(frame) => frame.chunk.push_str(&content),
+                    Some(frame) => frame.push_text(content),
                     None => return Err(invalid("CDATA outside the root element".to_owned())),
                 }
             }
@@ -172,7 +174,7 @@ pub(crate) fn to_json(
                     }
                 };
                 match character {
-                    Some(character) => frame.chunk.push(character),
+                    Some(character) => frame.chunk.to_mut().push(character),
                     None => {
                         let (line, column) = at(event_start);
                         return Err(DecodeError::XmlUndefinedEntity {
@@ -228,26 +230,27 @@ pub(crate) fn to_json(
     })
 }
 
-/// An element being read.
-struct Frame {
+/// An element being read; `'i` is the document, which text borrows from until it must be
+/// copied (most text is one slice of the input, and indentation is never copied).
+struct Frame<'i> {
     local_name: String,
     namespace: Option<usize>,
     /// Attributes, `@xmlns` and children so far; `None` while the element is a plain string.
     object: Option<Map<String, Value>>,
     /// Text since the last child element boundary.
-    chunk: String,
+    chunk: Cow<'i, str>,
     /// Mixed content: the non-blank runs of text before earlier children, trimmed and joined.
     mixed: String,
     has_children: bool,
 }
 
-impl Frame {
+impl<'i> Frame<'i> {
     fn open(
         start: &BytesStart<'_>,
         namespace: Option<usize>,
         namespaces: &[String],
-        parent: Option<&mut Frame>,
-    ) -> Result<Frame> {
+        parent: Option<&mut Frame<'i>>,
+    ) -> Result<Frame<'i>> {
         let local_name = std::str::from_utf8(start.local_name().into_inner())
             .expect("names of a &str document are UTF-8")
             .to_owned();
@@ -282,9 +285,12 @@ impl Frame {
                 })?;
             let name = std::str::from_utf8(attribute.key.local_name().into_inner())
                 .expect("names of a &str document are UTF-8");
+            let mut key = String::with_capacity(name.len() + 1);
+            key.push('@');
+            key.push_str(name);
             object
                 .get_or_insert_with(Map::new)
-                .insert(format!("@{name}"), Value::String(value.into_owned()));
+                .insert(key, Value::String(value.into_owned()));
         }
         if namespace.is_some() && namespace != parent_namespace {
             let uri = namespace.map(|index| namespaces[index].clone());
@@ -296,7 +302,7 @@ impl Frame {
             local_name,
             namespace,
             object,
-            chunk: String::new(),
+            chunk: Cow::Borrowed(""),
             mixed: String::new(),
             has_children: false,
         })
@@ -316,6 +322,14 @@ impl Frame {
         self.flush_chunk();
     }
 
+    fn push_text(&mut self, text: Cow<'i, str>) {
+        if self.chunk.is_empty() {
+            self.chunk = text;
+        } else {
+            self.chunk.to_mut().push_str(&text);
+        }
+    }
+
     fn flush_chunk(&mut self) {
         let run = self.chunk.trim();
         if !run.is_empty() {
@@ -324,7 +338,7 @@ impl Frame {
             }
             self.mixed.push_str(run);
         }
-        self.chunk.clear();
+        self.chunk = Cow::Borrowed("");
     }
 
     fn add_child(&mut self, name: String, value: Value) {
@@ -349,7 +363,7 @@ impl Frame {
         } else if self.chunk.trim().is_empty() {
             String::new()
         } else {
-            self.chunk
+            self.chunk.into_owned()
         };
         match self.object {
             None => Value::String(text),
@@ -364,16 +378,16 @@ impl Frame {
 }
 
 fn close(
-    stack: &mut Vec<Frame>,
+    stack: &mut Vec<Frame<'_>>,
     namespaces: &[String],
     visitor: &mut impl Visitor,
     root: &mut Option<(String, Option<usize>, Map<String, Value>)>,
 ) -> Result<()> {
-    let frame = stack
+    let mut frame = stack
         .pop()
         .expect("quick-xml checks that every end tag has a start tag");
     let depth = stack.len() + 1;
-    let name = frame.local_name.clone();
+    let name = std::mem::take(&mut frame.local_name);
     let namespace = frame.namespace;
     let value = frame.into_value();
     let element = Element {
