@@ -12,8 +12,8 @@
 //!   and case payloads.
 //!
 //! Invariants: decoding never panics on any input, never reads a DTD or expands an entity other
-//! than XML's five predefined ones and character references, and holds at most a tree the
-//! size of the body. The body's format is found by reading it, never from the label alone: HQ
+//! than XML's five predefined ones and character references, and builds nothing larger than
+//! a tree proportional to the body. The body's format is found by reading it, never from the label alone: HQ
 //! labels a bare app id `text/xml`.
 
 mod case;

@@ -758,8 +758,8 @@ mod expected_kind {
         );
         assert_eq!(
             refuse_as("bad/unknown_shape.json", Kind::Location),
-            "expected a location payload: JSON object has no location_id, location_type or \
-             location_type_name or site_code"
+            "expected a location payload: JSON object has no location_id, \
+             location_type/location_type_name/site_code"
         );
     }
 
@@ -962,6 +962,38 @@ mod bad_input {
             "bad/empty_case_id_v2.xml",
             "case block 2 has an empty case_id",
         );
+    }
+
+    #[test]
+    fn corrupted_bodies_decode_or_are_refused_without_panic() {
+        // A fixed linear congruential sequence: the same corruptions on every run.
+        let mut state: u64 = 0x5DEE_CE66;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize
+        };
+        let interesting = b"<>/&;\"'=:[]{}#@ \n\xC3\xFF0";
+        for path in [
+            "form_xml/visit.xml",
+            "form_xml/repeats_with_cases.xml",
+            "form_xml/cases_v1.xml",
+            "form_xml/ledgers.xml",
+            "json/visit_form.json",
+            "json/case.json",
+            "case_xml/household_closed.xml",
+        ] {
+            let original = fixture(path);
+            for _ in 0..300 {
+                let mut body = original.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = next() % body.len();
+                    body[at] = interesting[next() % interesting.len()];
+                }
+                let _ = decode(&input(&body));
+            }
+        }
     }
 
     #[test]

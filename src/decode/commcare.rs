@@ -240,7 +240,7 @@ fn classify_json(payload: &Map<String, Value>) -> Option<Kind> {
     }
 }
 
-/// The keys an object lacks to be `expected`, as `a, b` (alternatives as `a or b`).
+/// The keys an object lacks to be `expected`, as `a, b` (alternatives as `a/b`).
 fn missing_keys(payload: &Map<String, Value>, expected: Kind) -> String {
     let required: &[&[&str]] = match expected {
         Kind::Form => &[&["id"], &["form"]],
@@ -256,7 +256,7 @@ fn missing_keys(payload: &Map<String, Value>, expected: Kind) -> String {
     required
         .iter()
         .filter(|any_of| !any_of.iter().any(|key| payload.contains_key(*key)))
-        .map(|any_of| any_of.join(" or "))
+        .map(|any_of| any_of.join("/"))
         .collect::<Vec<_>>()
         .join(", ")
 }
