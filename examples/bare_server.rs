@@ -8,8 +8,15 @@ use axum::routing::post;
 
 #[tokio::main]
 async fn main() {
-    let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18080".into());
-    let listener = tokio::net::TcpListener::bind(&address).await.expect("bind the baseline's address");
-    let app = Router::new().route("/ingest/{source}", post(|body: Bytes| async move { body.len().to_string() }));
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18080".into());
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .expect("bind the baseline's address");
+    let app = Router::new().route(
+        "/ingest/{source}",
+        post(|body: Bytes| async move { body.len().to_string() }),
+    );
     axum::serve(listener, app).await.expect("serve");
 }

@@ -52,9 +52,15 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    state.metrics.spool_disk_bytes.set(state.spool.disk_bytes() as i64);
+    state
+        .metrics
+        .spool_disk_bytes
+        .set(state.spool.disk_bytes() as i64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

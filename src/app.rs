@@ -51,11 +51,15 @@ impl Listeners {
     }
 
     pub fn ingress_addr(&self) -> SocketAddr {
-        self.ingress.local_addr().expect("a bound listener has an address")
+        self.ingress
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("a bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 }
 
@@ -63,7 +67,11 @@ impl Listeners {
 ///
 /// # Errors
 /// When the spool cannot be opened or a listener fails.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let spool = Spool::open(SpoolOptions {
@@ -120,7 +128,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     ingress_ready.store(true, Ordering::Release);
     tracing::info!("ccrelay is ready");
 
-    let grace = Duration::from(config.ingress.shutdown_grace);
+    let grace = config.ingress.shutdown_grace;
     let served = tokio::select! {
         () = shutdown.cancelled() => {
             ingress_ready.store(false, Ordering::Release);
@@ -139,8 +147,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     ingress_ready.store(false, Ordering::Release);
 
     stop_dispatch.cancel();
-    if tokio::time::timeout(grace, dispatchers.wait()).await.is_err() {
-        tracing::warn!("deliveries still in progress after the grace period; they resume at the next start");
+    if tokio::time::timeout(grace, dispatchers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "deliveries still in progress after the grace period; they resume at the next start"
+        );
     }
     stop_admin.cancel();
     let _ = admin_task.await;

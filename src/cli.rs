@@ -18,7 +18,11 @@ const EXIT_DATA_ERROR: u8 = 65;
 const EXIT_CONFIG_ERROR: u8 = 78;
 
 #[derive(Debug, Parser)]
-#[command(name = "ccrelay", version, about = "Receives CommCare HQ Data Forwarding and routes it to sinks")]
+#[command(
+    name = "ccrelay",
+    version,
+    about = "Receives CommCare HQ Data Forwarding and routes it to sinks"
+)]
 pub struct Cli {
     /// Log lines as human-readable text or as JSON.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -75,12 +79,15 @@ pub fn main() -> ExitCode {
             listen,
             admin_listen,
             data_dir,
-        } => serve(config, Overrides {
-            listen,
-            admin_listen,
-            data_dir,
-            rules_path: None,
-        }),
+        } => serve(
+            config,
+            Overrides {
+                listen,
+                admin_listen,
+                data_dir,
+                rules_path: None,
+            },
+        ),
         Command::Parse {
             file,
             content_type,
@@ -143,7 +150,9 @@ fn parse(args: ParseArgs) -> ExitCode {
     let mut headers = Vec::new();
     for header in &args.headers {
         match header.split_once(':') {
-            Some((name, value)) => headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string())),
+            Some((name, value)) => {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+            }
             None => {
                 eprintln!("--header `{header}` must look like `Name: value`");
                 return ExitCode::FAILURE;
@@ -158,7 +167,12 @@ fn parse(args: ParseArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let header = |name: &str| headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
     let content_type = args
         .content_type
         .as_deref()
@@ -190,12 +204,19 @@ fn parse(args: ParseArgs) -> ExitCode {
                 body_bytes: body.len() as u64,
             };
             let envelope = decoded.into_envelope(arrival);
-            println!("{}", serde_json::to_string_pretty(&envelope).expect("envelopes always serialise"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&envelope).expect("envelopes always serialise")
+            );
             ExitCode::SUCCESS
         }
         Err(err) => {
             let status = crate::ingress::error::status_of(err.kind());
-            eprintln!("{} {}: {err}", status.as_u16(), status.canonical_reason().unwrap_or_default());
+            eprintln!(
+                "{} {}: {err}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or_default()
+            );
             ExitCode::from(EXIT_DATA_ERROR)
         }
     }

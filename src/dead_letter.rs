@@ -83,7 +83,10 @@ impl DeadLetters {
         };
         for entry in entries {
             let path = entry?.path();
-            if path.extension().is_some_and(|extension| extension == "json") {
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "json")
+            {
                 let letter = serde_json::from_slice(&fs::read(&path)?)
                     .map_err(|err| std::io::Error::other(format!("{}: {err}", path.display())))?;
                 letters.push(letter);

@@ -60,12 +60,16 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reader = Some(self.spool.reader(self.spool.cursor(&self.sink_name)));
         loop {
-            let waiting = reader.as_ref().expect("the reader is returned after every read");
+            let waiting = reader
+                .as_ref()
+                .expect("the reader is returned after every read");
             tokio::select! {
                 () = waiting.wait_for_records() => {}
                 () = shutdown.cancelled() => return,
             }
-            let taken = reader.take().expect("the reader is returned after every read");
+            let taken = reader
+                .take()
+                .expect("the reader is returned after every read");
             let (returned, read) = tokio::task::spawn_blocking(move || {
                 let mut taken = taken;
                 let read = taken.read_batch(BATCH_RECORDS);
@@ -117,7 +121,10 @@ impl Dispatcher {
             for (delivery, result) in pending.into_iter().zip(results) {
                 let outcome = match result {
                     Ok(()) => "delivered",
-                    Err(SinkError::Transient { reason, retry_after: after }) => {
+                    Err(SinkError::Transient {
+                        reason,
+                        retry_after: after,
+                    }) => {
                         tracing::warn!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, attempt, error = %reason, "delivery failed, will retry");
                         retry_after = retry_after.max(after);
                         retry.push(delivery);
@@ -138,7 +145,10 @@ impl Dispatcher {
                     .inc();
             }
             let healthy = if retry.is_empty() { 1 } else { 0 };
-            self.metrics.sink_healthy.with_label_values(&[&self.sink_name]).set(healthy);
+            self.metrics
+                .sink_healthy
+                .with_label_values(&[&self.sink_name])
+                .set(healthy);
             pending = retry;
             if !pending.is_empty() {
                 let delay = self.retry.delay(attempt - 1, retry_after);
@@ -154,7 +164,12 @@ impl Dispatcher {
     fn deliveries(&self, entries: Vec<Entry>) -> Vec<Delivery> {
         let mut deliveries = Vec::new();
         for entry in entries {
-            let Some(route) = entry.record.routes.iter().find(|route| route.sink == self.sink_name) else {
+            let Some(route) = entry
+                .record
+                .routes
+                .iter()
+                .find(|route| route.sink == self.sink_name)
+            else {
                 continue;
             };
             let envelope: serde_json::Value = match serde_json::from_slice(&entry.record.envelope) {
@@ -180,7 +195,13 @@ impl Dispatcher {
 
     /// Stores a dead letter; false when it could not be stored, so the delivery stays pending
     /// rather than being dropped.
-    fn dead_letter(&self, delivery: &Delivery, reason: String, attempts: u32, first_attempt_at: jiff::Timestamp) -> bool {
+    fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: String,
+        attempts: u32,
+        first_attempt_at: jiff::Timestamp,
+    ) -> bool {
         tracing::error!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, error = %reason, "delivery failed for good, storing a dead letter");
         let letter = DeadLetter {
             envelope_id: delivery.envelope_id.clone(),
@@ -195,7 +216,10 @@ impl Dispatcher {
         };
         match self.dead_letters.store(&letter) {
             Ok(_) => {
-                self.metrics.sink_dead_letters.with_label_values(&[&self.sink_name]).inc();
+                self.metrics
+                    .sink_dead_letters
+                    .with_label_values(&[&self.sink_name])
+                    .inc();
                 true
             }
             Err(err) => {

@@ -8,7 +8,6 @@ pub mod error;
 pub mod handler;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -44,16 +43,21 @@ pub struct IngressState {
 /// The ingress router with its layers, outermost first: a panic becomes an answer, every
 /// request is traced, and a request (a slow client's body included) is cut off at the timeout.
 pub fn router(state: IngressState) -> Router {
-    let timeout = Duration::from(state.config.ingress.request_timeout);
+    let timeout = state.config.ingress.request_timeout;
     Router::new()
         .route(
             "/ingest/{source}",
-            post(handler::ingest).put(handler::ingest).delete(handler::ingest),
+            post(handler::ingest)
+                .put(handler::ingest)
+                .delete(handler::ingest),
         )
         .with_state(state)
         // The handler enforces the configured limit itself, to answer in ccrelay's own format.
         .layer(DefaultBodyLimit::disable())
-        .layer(TimeoutLayer::new(timeout))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(answer_panic))
 }

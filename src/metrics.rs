@@ -6,8 +6,8 @@
 //! file, status codes and outcome words.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -35,14 +35,19 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
             metric
         };
         let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
             let metric = HistogramVec::new(opts, labels).expect("metric definitions are valid");
-            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
             metric
         };
         let spool_append_duration = Histogram::with_opts(
@@ -64,13 +69,19 @@ impl Metrics {
         registry
             .register(Box::new(spool_appended_records.clone()))
             .expect("metric names are unique");
-        let spool_disk_bytes = IntGauge::new("ccrelay_spool_disk_bytes", "Bytes the spool's segments take on disk")
-            .expect("metric definitions are valid");
+        let spool_disk_bytes = IntGauge::new(
+            "ccrelay_spool_disk_bytes",
+            "Bytes the spool's segments take on disk",
+        )
+        .expect("metric definitions are valid");
         registry
             .register(Box::new(spool_disk_bytes.clone()))
             .expect("metric names are unique");
         let sink_healthy = IntGaugeVec::new(
-            Opts::new("ccrelay_sink_healthy", "1 while the sink's last delivery or check succeeded, else 0"),
+            Opts::new(
+                "ccrelay_sink_healthy",
+                "1 while the sink's last delivery or check succeeded, else 0",
+            ),
             &["sink"],
         )
         .expect("metric definitions are valid");

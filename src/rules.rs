@@ -35,7 +35,8 @@ struct Rule {
 impl RuleSet {
     /// The embedded default: every envelope to one file sink, `archive`, under the data dir.
     pub fn default_archive() -> RuleSet {
-        let path = Template::compile(DEFAULT_ARCHIVE_PATH).expect("the default path template is valid");
+        let path =
+            Template::compile(DEFAULT_ARCHIVE_PATH).expect("the default path template is valid");
         let archive = SinkConfig::File(FileSinkConfig {
             path,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,

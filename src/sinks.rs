@@ -65,7 +65,9 @@ impl SinkError {
     }
 
     pub fn permanent(reason: impl Into<String>) -> SinkError {
-        SinkError::Permanent { reason: reason.into() }
+        SinkError::Permanent {
+            reason: reason.into(),
+        }
     }
 
     pub fn is_retryable(&self) -> bool {

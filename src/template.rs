@@ -15,7 +15,10 @@ pub struct TemplateError(String);
 
 impl TemplateError {
     fn from_minijinja(source: &str, err: &minijinja::Error) -> TemplateError {
-        let detail = err.detail().map(|detail| format!(": {detail}")).unwrap_or_default();
+        let detail = err
+            .detail()
+            .map(|detail| format!(": {detail}"))
+            .unwrap_or_default();
         TemplateError(format!("template `{source}`: {}{detail}", err.kind()))
     }
 }
@@ -91,7 +94,11 @@ fn date(value: String, format: Option<String>) -> Result<String, minijinja::Erro
         Ok(timestamp) => timestamp.to_zoned(jiff::tz::TimeZone::UTC).datetime(),
         Err(_) => value
             .parse::<jiff::civil::DateTime>()
-            .or_else(|_| value.parse::<jiff::civil::Date>().map(|date| date.to_datetime(jiff::civil::Time::midnight())))
+            .or_else(|_| {
+                value
+                    .parse::<jiff::civil::Date>()
+                    .map(|date| date.to_datetime(jiff::civil::Time::midnight()))
+            })
             .map_err(|_| invalid())?,
     };
     let format = format.as_deref().unwrap_or("%Y-%m-%d");
@@ -121,13 +128,38 @@ mod tests {
             "domain": "Kenya-MCH",
             "form": {"xmlns": "http://openrosa.org/formdesigner/ABC"},
             "cases": [{"case_type": "household"}],
+            "query": {},
         });
-        check("out/{{ kind }}/{{ received_at | date }}.jsonl", envelope.clone(), Ok("out/form/2024-05-02.jsonl"));
-        check("{{ received_at | date('%Y/%m') }}", envelope.clone(), Ok("2024/05"));
-        check("{{ domain | lower }}.{{ kind | upper }}", envelope.clone(), Ok("kenya-mch.FORM"));
-        check("{{ cases[0].case_type }}", envelope.clone(), Ok("household"));
-        check("{{ app_id | default('none') }}", envelope.clone(), Ok("none"));
-        check("{{ query.app_id | default('none') }}", envelope.clone(), Ok("none"));
+        check(
+            "out/{{ kind }}/{{ received_at | date }}.jsonl",
+            envelope.clone(),
+            Ok("out/form/2024-05-02.jsonl"),
+        );
+        check(
+            "{{ received_at | date('%Y/%m') }}",
+            envelope.clone(),
+            Ok("2024/05"),
+        );
+        check(
+            "{{ domain | lower }}.{{ kind | upper }}",
+            envelope.clone(),
+            Ok("kenya-mch.FORM"),
+        );
+        check(
+            "{{ cases[0].case_type }}",
+            envelope.clone(),
+            Ok("household"),
+        );
+        check(
+            "{{ app_id | default('none') }}",
+            envelope.clone(),
+            Ok("none"),
+        );
+        check(
+            "{{ query.app_id | default('none') }}",
+            envelope.clone(),
+            Ok("none"),
+        );
         check("plain/path.jsonl", envelope.clone(), Ok("plain/path.jsonl"));
         check("{{ form.missing }}", envelope.clone(), Err("undefined"));
         check("{{ kind | date }}", envelope, Err("not a date"));

@@ -58,7 +58,9 @@ impl IngressError {
             IngressError::BodyRead(_) => ErrorKind::BadRequest,
             IngressError::Unauthorized { .. } => ErrorKind::Unauthorized,
             IngressError::Undecodable { source, .. } => source.kind(),
-            IngressError::Quarantine(_) | IngressError::Busy | IngressError::ShuttingDown => ErrorKind::Unavailable,
+            IngressError::Quarantine(_) | IngressError::Busy | IngressError::ShuttingDown => {
+                ErrorKind::Unavailable
+            }
             IngressError::Spool(err) => err.kind(),
             IngressError::Panicked => ErrorKind::Internal,
         }
@@ -121,7 +123,10 @@ impl IntoResponse for IngressError {
             ..
         } = &self
         {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

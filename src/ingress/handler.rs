@@ -37,7 +37,9 @@ pub async fn ingest(
     let started = Instant::now();
     let source = state.config.sources.get(&source_name);
     // The label is the config entry's name (`*` for the catch-all), so it stays bounded.
-    let label = source.map_or("unknown", |source| source.name.as_str()).to_string();
+    let label = source
+        .map_or("unknown", |source| source.name.as_str())
+        .to_string();
     let response = match source {
         None => IngressError::UnknownSource(source_name).into_response(),
         Some(source) => {
@@ -53,7 +55,11 @@ pub async fn ingest(
                 Err(err) => {
                     if matches!(err, IngressError::Undecodable { .. }) {
                         let status = err.status();
-                        state.metrics.decode_failures.with_label_values(&[&label, status.as_str()]).inc();
+                        state
+                            .metrics
+                            .decode_failures
+                            .with_label_values(&[&label, status.as_str()])
+                            .inc();
                     }
                     err.into_response()
                 }
@@ -89,15 +95,27 @@ pub struct Accepted {
 
 impl IntoResponse for Accepted {
     fn into_response(self) -> Response {
-        (StatusCode::ACCEPTED, Json(json!({ "id": self.id, "duplicate": false }))).into_response()
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": self.id, "duplicate": false })),
+        )
+            .into_response()
     }
 }
 
-async fn accept(state: &IngressState, request: Request<'_>, body: Body) -> Result<Accepted, IngressError> {
+async fn accept(
+    state: &IngressState,
+    request: Request<'_>,
+    body: Body,
+) -> Result<Accepted, IngressError> {
     if state.shutdown.is_cancelled() {
         return Err(IngressError::ShuttingDown);
     }
-    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| IngressError::Busy)?;
+    let _permit = state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| IngressError::Busy)?;
     let limit = state.config.ingress.max_body_bytes.get();
     let body = read_body(body, limit).await?;
     let label = request.source.name.as_str();
@@ -150,12 +168,17 @@ async fn accept(state: &IngressState, request: Request<'_>, body: Body) -> Resul
     }
     let record = Record {
         routes,
-        envelope: Bytes::from(serde_json::to_vec(&envelope_value).expect("envelopes always serialise")),
+        envelope: Bytes::from(
+            serde_json::to_vec(&envelope_value).expect("envelopes always serialise"),
+        ),
         body,
     };
     let started = Instant::now();
     state.spool.append(&record).await?;
-    state.metrics.spool_append_duration.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .spool_append_duration
+        .observe(started.elapsed().as_secs_f64());
     state.metrics.spool_appended_records.inc();
     state
         .metrics
@@ -170,7 +193,10 @@ async fn accept(state: &IngressState, request: Request<'_>, body: Body) -> Resul
 async fn quarantine(
     state: &IngressState,
     label: &str,
-    arrival: Arrival, body: Bytes, err: decode::DecodeError) -> IngressError {
+    arrival: Arrival,
+    body: Bytes,
+    err: decode::DecodeError,
+) -> IngressError {
     let quarantine = state.quarantine.clone();
     let status = super::error::status_of(err.kind()).as_u16();
     let message = err.to_string();
@@ -207,7 +233,9 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngressError> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(IngressError::BodyTooLarge { limit }),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(IngressError::BodyTooLarge { limit })
+        }
         Err(err) => Err(IngressError::BodyRead(err.to_string())),
     }
 }
@@ -225,6 +253,9 @@ fn parse_query(query: Option<&str>) -> Map<String, Value> {
 fn payload_headers(headers: &HeaderMap) -> Map<String, Value> {
     [RECEIVED_ON, SERVER_MODIFIED_ON]
         .into_iter()
-        .filter_map(|name| header_str(headers, name).map(|value| (name.to_string(), Value::String(value.to_string()))))
+        .filter_map(|name| {
+            header_str(headers, name)
+                .map(|value| (name.to_string(), Value::String(value.to_string())))
+        })
         .collect()
 }

@@ -57,7 +57,10 @@ impl FileSink {
         for (index, delivery) in batch.iter().enumerate() {
             match self.relative_path(delivery) {
                 Ok(path) => {
-                    let group = match groups.iter_mut().position(|(existing, ..)| *existing == path) {
+                    let group = match groups
+                        .iter_mut()
+                        .position(|(existing, ..)| *existing == path)
+                    {
                         Some(position) => &mut groups[position],
                         None => {
                             groups.push((path, Vec::new(), Vec::new()));
@@ -131,7 +134,11 @@ impl OpenFiles {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).map_err(describe)?;
             }
-            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(describe)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(describe)?;
             let size = file.metadata().map_err(describe)?.len();
             self.open.insert(path.clone(), (file, size));
         }

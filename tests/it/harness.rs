@@ -18,8 +18,16 @@ pub fn config_text(data_dir: &Path, extra: &str) -> String {
 
 pub fn parse_config(text: &str) -> Config {
     let no_vars = |_: &str| None;
-    let no_files = |path: &Path| -> std::io::Result<String> { panic!("tests read no secret files: {}", path.display()) };
-    match config::from_yaml(text, "test config", &no_vars, &no_files, &Overrides::default()) {
+    let no_files = |path: &Path| -> std::io::Result<String> {
+        panic!("tests read no secret files: {}", path.display())
+    };
+    match config::from_yaml(
+        text,
+        "test config",
+        &no_vars,
+        &no_files,
+        &Overrides::default(),
+    ) {
         Ok(config) => config,
         Err(errors) => panic!("test config is invalid:\n{errors}"),
     }
@@ -48,7 +56,9 @@ impl Relay {
     /// Starts a relay on an existing data dir (for restarts).
     pub async fn start_in(data_dir: &Path, extra: &str) -> Relay {
         let config = parse_config(&config_text(data_dir, extra));
-        let listeners = ccrelay::app::Listeners::bind(&config).await.expect("bind port 0");
+        let listeners = ccrelay::app::Listeners::bind(&config)
+            .await
+            .expect("bind port 0");
         let (ingress, admin) = (listeners.ingress_addr(), listeners.admin_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(ccrelay::app::run(config, listeners, shutdown.clone()));
@@ -65,7 +75,10 @@ impl Relay {
 
     pub async fn stop(self) -> Option<tempfile::TempDir> {
         self.shutdown.cancel();
-        self.task.await.expect("relay task").expect("relay stops cleanly");
+        self.task
+            .await
+            .expect("relay task")
+            .expect("relay stops cleanly");
         self._temp
     }
 
@@ -77,7 +90,12 @@ impl Relay {
         format!("http://{}{path}", self.admin)
     }
 
-    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .header("content-type", content_type)
@@ -98,7 +116,9 @@ pub fn output(data_dir: &Path) -> Vec<serde_json::Value> {
     let mut envelopes = Vec::new();
     let mut folders = vec![data_dir.join("out")];
     while let Some(folder) = folders.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {

@@ -9,7 +9,12 @@ const BASIC: &str = "sources:\n  hq:\n    domain: demo\n    auth: { type: basic,
 
 fn quarantine_files(relay: &Relay) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(relay.data_dir.join("quarantine"))
-        .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -18,11 +23,15 @@ fn quarantine_files(relay: &Relay) -> Vec<String> {
 #[tokio::test]
 async fn a_form_is_answered_202_with_its_envelope_id_and_lands_in_the_file_sink() {
     let relay = Relay::start(OPEN).await;
-    let response = relay.post("/ingest/hq?app_id=app-1", "text/xml", form_xml("form-1")).await;
+    let response = relay
+        .post("/ingest/hq?app_id=app-1", "text/xml", form_xml("form-1"))
+        .await;
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["duplicate"], false);
-    let id = answer["id"].as_str().expect("the answer names the envelope");
+    let id = answer["id"]
+        .as_str()
+        .expect("the answer names the envelope");
 
     let output = relay.wait_for_output(1).await;
     assert_eq!(output.len(), 1);
@@ -52,7 +61,10 @@ async fn put_and_delete_are_accepted_like_post() {
         assert_eq!(response.status(), 202, "{method}");
     }
     let output = relay.wait_for_output(2).await;
-    let mut methods: Vec<&str> = output.iter().map(|envelope| envelope["method"].as_str().unwrap()).collect();
+    let mut methods: Vec<&str> = output
+        .iter()
+        .map(|envelope| envelope["method"].as_str().unwrap())
+        .collect();
     methods.sort();
     assert_eq!(methods, ["DELETE", "PUT"]);
     relay.stop().await;
@@ -74,7 +86,10 @@ async fn bad_credentials_are_401_with_a_challenge_and_nothing_is_kept() {
     let relay = Relay::start(BASIC).await;
     let missing = relay.post("/ingest/hq", "text/xml", form_xml("f")).await;
     assert_eq!(missing.status(), 401);
-    assert_eq!(missing.headers()["www-authenticate"], r#"Basic realm="ccrelay", charset="UTF-8""#);
+    assert_eq!(
+        missing.headers()["www-authenticate"],
+        r#"Basic realm="ccrelay", charset="UTF-8""#
+    );
     let wrong = relay
         .client
         .post(relay.url("/ingest/hq"))
@@ -97,7 +112,10 @@ async fn bad_credentials_are_401_with_a_challenge_and_nothing_is_kept() {
     assert_eq!(right.status(), 202);
     let output = relay.wait_for_output(1).await;
     assert_eq!(output.len(), 1, "only the authenticated payload is kept");
-    assert_eq!(output[0]["domain"], "demo", "XML carries no domain; the source's config does");
+    assert_eq!(
+        output[0]["domain"], "demo",
+        "XML carries no domain; the source's config does"
+    );
     assert!(quarantine_files(&relay).is_empty());
     relay.stop().await;
 }
@@ -119,7 +137,10 @@ async fn an_unreadable_content_type_is_415_and_the_payload_is_quarantined() {
     assert_eq!(response.status(), 415);
     let answer: Value = response.json().await.unwrap();
     let id = answer["quarantine_id"].as_str().unwrap();
-    assert_eq!(quarantine_files(&relay), [format!("{id}.body"), format!("{id}.json")]);
+    assert_eq!(
+        quarantine_files(&relay),
+        [format!("{id}.body"), format!("{id}.json")]
+    );
     relay.stop().await;
 }
 
@@ -134,9 +155,10 @@ async fn malformed_xml_is_422_after_the_body_is_kept_byte_for_byte() {
     let id = answer["quarantine_id"].as_str().unwrap();
     let kept = std::fs::read(relay.data_dir.join("quarantine").join(format!("{id}.body"))).unwrap();
     assert_eq!(kept, body.as_bytes());
-    let note: Value =
-        serde_json::from_slice(&std::fs::read(relay.data_dir.join("quarantine").join(format!("{id}.json"))).unwrap())
-            .unwrap();
+    let note: Value = serde_json::from_slice(
+        &std::fs::read(relay.data_dir.join("quarantine").join(format!("{id}.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(note["status"], 422);
     assert_eq!(note["source"], "hq");
     relay.stop().await;
@@ -148,16 +170,22 @@ async fn a_full_spool_is_503_with_retry_after() {
     let relay = Relay::start(&format!("{spool}{OPEN}")).await;
     let mut statuses = Vec::new();
     for n in 0..10 {
-        let response = relay.post("/ingest/hq", "text/xml", form_xml(&format!("f{n}"))).await;
-        if response.status() == 503 {
+        let response = relay
+            .post("/ingest/hq", "text/xml", form_xml(&format!("f{n}")))
+            .await;
+        let status = response.status().as_u16();
+        if status == 503 {
             assert_eq!(response.headers()["retry-after"], "30");
             let answer: Value = response.json().await.unwrap();
             assert_eq!(answer["detail"], "temporarily unavailable, retry later");
         }
-        statuses.push(response.status().as_u16());
+        statuses.push(status);
     }
     assert_eq!(statuses[0], 202);
-    assert!(statuses.contains(&503), "the quota is reached: {statuses:?}");
+    assert!(
+        statuses.contains(&503),
+        "the quota is reached: {statuses:?}"
+    );
     relay.stop().await;
 }
 
@@ -167,10 +195,25 @@ async fn the_admin_listener_reports_health_readiness_and_metrics() {
     relay.post("/ingest/hq", "text/xml", form_xml("f")).await;
     relay.post("/ingest/hq", "text/xml", "not xml").await;
     let client = &relay.client;
-    assert_eq!(client.get(relay.admin_url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(relay.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let ready = client.get(relay.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = client.get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client
+        .get(relay.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for expected in [
         "ccrelay_ingress_requests_total{source=\"*\",status=\"202\"} 1",
         "ccrelay_ingress_requests_total{source=\"*\",status=\"422\"} 1",
@@ -181,7 +224,10 @@ async fn the_admin_listener_reports_health_readiness_and_metrics() {
         "ccrelay_spool_append_duration_seconds_count 1",
         "ccrelay_ingress_bytes_total{source=\"*\"}",
     ] {
-        assert!(metrics.contains(expected), "missing `{expected}` in:\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "missing `{expected}` in:\n{metrics}"
+        );
     }
     relay.stop().await;
 }
@@ -201,8 +247,17 @@ async fn after_shutdown_begins_new_requests_are_503() {
     assert_eq!(first.status(), 202);
     let url = relay.url("/ingest/hq");
     relay.stop().await;
-    match client.post(url).header("content-type", "text/xml").body(form_xml("f2")).send().await {
+    match client
+        .post(url)
+        .header("content-type", "text/xml")
+        .body(form_xml("f2"))
+        .send()
+        .await
+    {
         Ok(response) => assert_eq!(response.status(), 503),
-        Err(err) => assert!(err.is_connect() || err.is_request(), "refused after stop: {err}"),
+        Err(err) => assert!(
+            err.is_connect() || err.is_request(),
+            "refused after stop: {err}"
+        ),
     }
 }

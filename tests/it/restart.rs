@@ -13,7 +13,11 @@ struct Process {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(data_dir: &std::path::Path) -> Process {
@@ -29,7 +33,10 @@ async fn start(data_dir: &std::path::Path) -> Process {
         .expect("start ccrelay");
     let ready = format!("http://127.0.0.1:{admin_port}/readyz");
     for _ in 0..200 {
-        if reqwest::get(&ready).await.is_ok_and(|response| response.status() == 200) {
+        if reqwest::get(&ready)
+            .await
+            .is_ok_and(|response| response.status() == 200)
+        {
             return Process {
                 child,
                 ingress: format!("http://127.0.0.1:{ingress_port}/ingest/hq"),
@@ -79,14 +86,29 @@ async fn every_payload_answered_2xx_survives_a_kill_9_and_reaches_the_sink_after
     while let Some(ids) = senders.join_next().await {
         accepted.extend(ids.unwrap());
     }
-    assert!(accepted.len() > 100, "the load was real: {} accepted", accepted.len());
+    assert!(
+        accepted.len() > 100,
+        "the load was real: {} accepted",
+        accepted.len()
+    );
 
     let mut restarted = start(&data_dir).await;
     let output = wait_for_output(&data_dir, accepted.len()).await;
-    let delivered: std::collections::HashSet<&str> =
-        output.iter().map(|envelope| envelope["id"].as_str().unwrap()).collect();
-    let lost: Vec<&String> = accepted.iter().filter(|id| !delivered.contains(id.as_str())).collect();
-    assert!(lost.is_empty(), "{} of {} accepted envelopes were lost, e.g. {:?}", lost.len(), accepted.len(), &lost[..lost.len().min(3)]);
+    let delivered: std::collections::HashSet<&str> = output
+        .iter()
+        .map(|envelope| envelope["id"].as_str().unwrap())
+        .collect();
+    let lost: Vec<&String> = accepted
+        .iter()
+        .filter(|id| !delivered.contains(id.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} accepted envelopes were lost, e.g. {:?}",
+        lost.len(),
+        accepted.len(),
+        &lost[..lost.len().min(3)]
+    );
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
 }
