@@ -22,7 +22,7 @@ fn free_port() -> u16 {
 
 async fn start(data_dir: &std::path::Path) -> Process {
     let (ingress_port, admin_port) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_ccrelay"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccrelay"))
         .args(["serve", "--listen", &format!("127.0.0.1:{ingress_port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
         .arg("--data-dir")
@@ -44,6 +44,8 @@ async fn start(data_dir: &std::path::Path) -> Process {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    child.kill().ok();
+    child.wait().ok();
     panic!("ccrelay did not become ready");
 }
 
