@@ -17,6 +17,12 @@ use crate::spool::{Entry, Spool};
 
 /// Records read from the spool per batch.
 const BATCH_RECORDS: usize = 512;
+/// After the first record arrives, how long to let more gather: one sync of the sink and one
+/// cursor write then cover many records instead of each small group commit.
+const BATCH_LINGER: Duration = Duration::from_millis(10);
+/// A cursor is written at most this often while records keep coming, and whenever the sink
+/// goes idle or stops. A crash re-delivers at most what was confirmed since the last write.
+const CURSOR_STORE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// When to try a failed delivery again.
 #[derive(Clone, Debug)]
@@ -59,13 +65,30 @@ impl Dispatcher {
     /// Runs until `shutdown`; a batch being delivered is finished or left for the next start.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reader = Some(self.spool.reader(self.spool.cursor(&self.sink_name)));
+        let mut cursor = CursorWriter::new(&self);
         loop {
             let waiting = reader
                 .as_ref()
                 .expect("the reader is returned after every read");
-            tokio::select! {
-                () = waiting.wait_for_records() => {}
-                () = shutdown.cancelled() => return,
+            let caught_up = self.spool.durable_end() <= waiting.position();
+            if caught_up {
+                // Store the cursor once the sink has been idle a moment, not at every pause.
+                let idle = tokio::time::sleep(CURSOR_STORE_INTERVAL / 4);
+                tokio::pin!(idle);
+                loop {
+                    tokio::select! {
+                        () = waiting.wait_for_records() => break,
+                        () = &mut idle, if cursor.has_pending() => cursor.store_pending(),
+                        () = shutdown.cancelled() => {
+                            cursor.store_pending();
+                            return;
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(BATCH_LINGER) => {}
+                    () = shutdown.cancelled() => break,
+                }
             }
             let taken = reader
                 .take()
@@ -94,12 +117,11 @@ impl Dispatcher {
                 continue;
             };
             if !self.settle(entries, &shutdown).await {
-                return;
+                break;
             }
-            if let Err(err) = self.spool.store_cursor(&self.sink_name, end) {
-                tracing::error!(sink = %self.sink_name, error = %err, "cannot store the sink's cursor");
-            }
+            cursor.advance(end);
         }
+        cursor.store_pending();
     }
 
     /// Delivers every record of the batch routed to this sink until each is confirmed or
@@ -172,20 +194,21 @@ impl Dispatcher {
             else {
                 continue;
             };
-            let envelope: serde_json::Value = match serde_json::from_slice(&entry.record.envelope) {
-                Ok(envelope) => envelope,
+            // Only ccrelay writes the spool, after checksumming: not UTF-8 JSON here is a bug.
+            let envelope: Arc<str> = match std::str::from_utf8(&entry.record.envelope) {
+                Ok(text) => text.into(),
                 Err(err) => {
-                    // Only ccrelay writes the spool, after checksumming; this is a bug, not input.
-                    tracing::error!(sink = %self.sink_name, offset = entry.offset, error = %err, "spooled envelope is not JSON");
-                    serde_json::Value::Null
+                    tracing::error!(sink = %self.sink_name, offset = entry.offset, error = %err, "spooled envelope is not UTF-8");
+                    String::from_utf8_lossy(&entry.record.envelope).into()
                 }
             };
-            let envelope_id = envelope["id"].as_str().unwrap_or_default().to_string();
+            let envelope_id = serde_json::from_str::<EnvelopeId>(&envelope)
+                .map(|parsed| parsed.id)
+                .unwrap_or_default();
             deliveries.push(Delivery {
                 offset: entry.offset,
                 envelope_id,
                 route: route.clone(),
-                envelope_json: entry.record.envelope,
                 envelope,
                 body: entry.record.body,
             });
@@ -211,7 +234,7 @@ impl Dispatcher {
             attempts,
             first_attempt_at: first_attempt_at.to_string(),
             last_attempt_at: jiff::Timestamp::now().to_string(),
-            envelope: delivery.envelope.clone(),
+            envelope: serde_json::from_str(&delivery.envelope).unwrap_or(serde_json::Value::Null),
             body_base64: DeadLetter::encode_body(&delivery.body),
         };
         match self.dead_letters.store(&letter) {
@@ -227,5 +250,52 @@ impl Dispatcher {
                 false
             }
         }
+    }
+}
+
+/// The one envelope field a dispatcher reads itself, without parsing the rest.
+#[derive(serde::Deserialize)]
+struct EnvelopeId {
+    id: String,
+}
+
+/// Stores a dispatcher's cursor, not more often than `CURSOR_STORE_INTERVAL` under load.
+struct CursorWriter<'a> {
+    dispatcher: &'a Dispatcher,
+    pending: Option<u64>,
+    last_stored: Instant,
+}
+
+impl<'a> CursorWriter<'a> {
+    fn new(dispatcher: &'a Dispatcher) -> CursorWriter<'a> {
+        CursorWriter {
+            dispatcher,
+            pending: None,
+            last_stored: Instant::now(),
+        }
+    }
+
+    /// Notes that everything before `offset` is settled, storing it if it is time.
+    fn advance(&mut self, offset: u64) {
+        self.pending = Some(offset);
+        if self.last_stored.elapsed() >= CURSOR_STORE_INTERVAL {
+            self.store_pending();
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn store_pending(&mut self) {
+        let Some(offset) = self.pending.take() else {
+            return;
+        };
+        let name = &self.dispatcher.sink_name;
+        if let Err(err) = self.dispatcher.spool.store_cursor(name, offset) {
+            tracing::error!(sink = %name, error = %err, "cannot store the sink's cursor");
+            self.pending = Some(offset);
+        }
+        self.last_stored = Instant::now();
     }
 }

@@ -58,7 +58,8 @@ pub fn router(state: IngressState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged once, with their cause, by `IngressError::into_response`.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .layer(CatchPanicLayer::custom(answer_panic))
 }
 

@@ -6,6 +6,7 @@
 
 pub mod file;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,10 +35,8 @@ pub struct Delivery {
     pub offset: u64,
     pub envelope_id: String,
     pub route: Route,
-    /// The envelope as JSON text, exactly as spooled.
-    pub envelope_json: Bytes,
-    /// The envelope parsed, for templates and conditions.
-    pub envelope: serde_json::Value,
+    /// The envelope as JSON text, exactly as spooled; templates parse only what they read.
+    pub envelope: Arc<str>,
     /// The request body exactly as HQ sent it.
     pub body: Bytes,
 }

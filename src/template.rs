@@ -5,9 +5,13 @@
 //! never a surprise at delivery time. Rendering is strict: a template that names a missing
 //! field fails that delivery with a clear error, unless it says `| default(...)`.
 
+mod context;
+
 use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
+
+pub use context::LazyJson;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -63,7 +67,7 @@ impl Template {
         &self.source
     }
 
-    /// Renders against an envelope (or any JSON value).
+    /// Renders against a JSON value (an envelope).
     ///
     /// # Errors
     /// When a field the template names is missing and has no default, or a filter fails.
@@ -71,6 +75,21 @@ impl Template {
         if self.is_literal {
             return Ok(self.source.to_string());
         }
+        self.render_value(minijinja::Value::from_serialize(context))
+    }
+
+    /// Renders against a JSON document given as text, parsing only what the template reads.
+    ///
+    /// # Errors
+    /// As `render`.
+    pub fn render_json(&self, document: &Arc<str>) -> Result<String, TemplateError> {
+        if self.is_literal {
+            return Ok(self.source.to_string());
+        }
+        self.render_value(LazyJson::document(Arc::clone(document)))
+    }
+
+    fn render_value(&self, context: minijinja::Value) -> Result<String, TemplateError> {
         let template = self
             .environment
             .get_template(NAME)
@@ -113,6 +132,13 @@ mod tests {
 
     fn check(source: &str, context: serde_json::Value, expected: Result<&str, &str>) {
         let rendered = Template::compile(source).and_then(|template| template.render(&context));
+        let text: Arc<str> = context.to_string().into();
+        let lazily = Template::compile(source).and_then(|template| template.render_json(&text));
+        assert_eq!(
+            rendered.as_ref().map_err(ToString::to_string),
+            lazily.as_ref().map_err(ToString::to_string),
+            "{source}: a lazily parsed context renders the same"
+        );
         match (rendered, expected) {
             (Ok(text), Ok(want)) => assert_eq!(text, want, "{source}"),
             (Err(err), Err(want)) => assert!(err.to_string().contains(want), "{source}: {err}"),
@@ -162,7 +188,18 @@ mod tests {
         );
         check("plain/path.jsonl", envelope.clone(), Ok("plain/path.jsonl"));
         check("{{ form.missing }}", envelope.clone(), Err("undefined"));
-        check("{{ kind | date }}", envelope, Err("not a date"));
+        check("{{ kind | date }}", envelope.clone(), Err("not a date"));
+        check(
+            "{% for case in cases %}{{ case.case_type }}{% endfor %}",
+            envelope.clone(),
+            Ok("household"),
+        );
+        check(
+            "{{ cases | length }} {{ form | length }}",
+            envelope.clone(),
+            Ok("1 1"),
+        );
+        check("{{ form }}", json!({"form": {"a": 1}}), Ok(r#"{"a": 1}"#));
         check("{{ kind ", json!({}), Err("template `{{ kind `"));
     }
 }

@@ -104,7 +104,11 @@ impl IntoResponse for IngressError {
         let status = status_of(kind);
         let mut body = json!({ "code": code_of(kind) });
         if status.is_server_error() {
-            tracing::error!(error = %self, "ingress request failed");
+            if kind == ErrorKind::Internal {
+                tracing::error!(error = %self, "ingress request failed");
+            } else {
+                tracing::warn!(error = %self, "ingress request answered 503");
+            }
             body["detail"] = "temporarily unavailable, retry later".into();
         } else {
             tracing::info!(status = status.as_u16(), error = %self, "ingress request refused");

@@ -161,10 +161,11 @@ async fn accept(
         Err(err) => return Err(quarantine(state, label, arrival, body, err).await),
     };
     let envelope = decoded.into_envelope(arrival);
-    let envelope_value = serde_json::to_value(&envelope).expect("envelopes always serialise");
+    let kind = envelope.kind;
+    let envelope_value = envelope.into_value();
     let routes = state.rules.route(&envelope_value);
     if routes.is_empty() {
-        tracing::warn!(envelope_id = %id, source = %request.source_name, kind = %envelope.kind, "no rule matched; kept in the spool unrouted");
+        tracing::warn!(envelope_id = %id, source = %request.source_name, %kind, "no rule matched; kept in the spool unrouted");
     }
     let record = Record {
         routes,
@@ -183,9 +184,9 @@ async fn accept(
     state
         .metrics
         .ingress_envelopes
-        .with_label_values(&[label, envelope.kind.as_str()])
+        .with_label_values(&[label, kind.as_str()])
         .inc();
-    tracing::debug!(envelope_id = %id, kind = %envelope.kind, dedupe_key = %envelope.dedupe_key, "accepted");
+    tracing::debug!(envelope_id = %id, %kind, "accepted");
     Ok(Accepted { id })
 }
 

@@ -67,7 +67,7 @@ impl FileSink {
                             groups.last_mut().expect("just pushed")
                         }
                     };
-                    group.1.extend_from_slice(&delivery.envelope_json);
+                    group.1.extend_from_slice(delivery.envelope.as_bytes());
                     group.1.push(b'\n');
                     group.2.push(index);
                     results.push(Ok(()));
@@ -99,7 +99,7 @@ impl FileSink {
         let rendered = self
             .config
             .path
-            .render(&delivery.envelope)
+            .render_json(&delivery.envelope)
             .map_err(|err| SinkError::permanent(err.to_string()))?;
         let path = PathBuf::from(&rendered);
         let stays_inside = path
