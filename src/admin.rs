@@ -8,9 +8,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::live_rules::{LiveRules, Reloaded};
 use crate::metrics::Metrics;
 use crate::spool::Spool;
 
@@ -20,6 +21,7 @@ pub struct AdminState {
     pub spool: Spool,
     /// Set once ingress is bound and serving.
     pub ingress_ready: Arc<AtomicBool>,
+    pub rules: Arc<LiveRules>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -27,6 +29,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/rules", get(rules))
+        .route("/rules/reload", post(reload_rules))
         .with_state(state)
 }
 
@@ -64,4 +68,29 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// The rules in force: version, when loaded, rule count, sinks, and the last reload error.
+async fn rules(State(state): State<AdminState>) -> Response {
+    axum::Json(state.rules.status()).into_response()
+}
+
+/// Reloads the rules file now; 200 with the new status, or 422 with the file's problems
+/// (the previous rules stay in force).
+async fn reload_rules(State(state): State<AdminState>) -> Response {
+    let live = Arc::clone(&state.rules);
+    let outcome = tokio::task::spawn_blocking(move || live.reload())
+        .await
+        .expect("reloading the rules does not panic");
+    match outcome {
+        Ok(reloaded) => {
+            let changed = matches!(reloaded, Reloaded::Swapped { .. });
+            let body = json!({ "changed": changed, "rules": state.rules.status() });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(errors) => {
+            let body = json!({ "code": "invalid_rules", "detail": errors, "rules": state.rules.status() });
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+        }
+    }
 }

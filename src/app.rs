@@ -20,12 +20,11 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::dead_letter::DeadLetters;
-use crate::dispatch::{Dispatcher, RetryPolicy};
+use crate::dispatch::Supervisor;
 use crate::ingress::{self, IngressState};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::rules::RuleSet;
-use crate::sinks::Sink;
+use crate::live_rules::{self, LiveRules};
 use crate::spool::{Spool, SpoolOptions};
 
 /// How often retention and the quota are enforced on the spool.
@@ -81,24 +80,22 @@ pub async fn run(
         max_disk_bytes: config.spool.max_disk_bytes.get(),
     })
     .with_context(|| format!("cannot open the spool in {}", config.data_dir.display()))?;
-    let rules = Arc::new(RuleSet::default_archive());
+    let live_rules = LiveRules::load(config.rules_path.as_deref(), spool.clone(), Arc::clone(&metrics))
+        .map_err(|errors| anyhow::anyhow!("the rules file is not valid:\n{errors}"))?;
+    let live_rules = Arc::new(live_rules);
 
-    let dispatchers = TaskTracker::new();
-    let stop_dispatch = CancellationToken::new();
-    let dead_letters = DeadLetters::new(&config.data_dir);
-    for (name, sink_config) in &rules.sinks {
-        let dispatcher = Dispatcher {
-            sink_name: name.clone(),
-            sink: Arc::new(Sink::build(sink_config, &config.data_dir)),
-            spool: spool.clone(),
-            dead_letters: dead_letters.clone(),
-            metrics: Arc::clone(&metrics),
-            retry: RetryPolicy::default(),
-        };
-        dispatchers.spawn(dispatcher.run(stop_dispatch.clone()));
-    }
+    let mut supervisor = Supervisor::new(
+        spool.clone(),
+        DeadLetters::new(&config.data_dir),
+        Arc::clone(&metrics),
+        config.data_dir.clone(),
+    );
+    supervisor.sync(&live_rules.current());
+    let dispatchers = supervisor.tracker.clone();
+    let stop_dispatch = supervisor.stop.clone();
+    dispatchers.spawn(follow_rules(supervisor, Arc::clone(&live_rules)));
     dispatchers.spawn(compact_periodically(spool.clone(), stop_dispatch.clone()));
-    dispatchers.close();
+    dispatchers.spawn(live_rules::watch(Arc::clone(&live_rules), stop_dispatch.clone()));
 
     let ingress_ready = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();
@@ -106,6 +103,7 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         spool: spool.clone(),
         ingress_ready: Arc::clone(&ingress_ready),
+        rules: Arc::clone(&live_rules),
     });
     let admin_server = axum::serve(listeners.admin, admin_router)
         .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
@@ -114,7 +112,7 @@ pub async fn run(
 
     let ingress_state = IngressState {
         config: Arc::clone(&config),
-        rules,
+        rules: live_rules,
         spool: spool.clone(),
         quarantine: Quarantine::new(&config.data_dir),
         metrics,
@@ -147,6 +145,7 @@ pub async fn run(
     ingress_ready.store(false, Ordering::Release);
 
     stop_dispatch.cancel();
+    dispatchers.close();
     if tokio::time::timeout(grace, dispatchers.wait())
         .await
         .is_err()
@@ -159,6 +158,23 @@ pub async fn run(
     let _ = admin_task.await;
     tracing::info!("ccrelay stopped");
     served
+}
+
+/// Keeps the dispatchers in line with the rules in force, until the dispatchers stop.
+async fn follow_rules(mut supervisor: Supervisor, live_rules: Arc<LiveRules>) {
+    let mut generation = live_rules.subscribe();
+    let stop = supervisor.stop.clone();
+    loop {
+        tokio::select! {
+            changed = generation.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                supervisor.sync(&live_rules.current());
+            }
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 async fn compact_periodically(spool: Spool, stop: CancellationToken) {

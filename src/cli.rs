@@ -47,6 +47,9 @@ pub enum Command {
         /// Data folder, overriding `data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Rules file, overriding `rules`; without either, everything goes to the file sink.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
     /// Print the envelope ccrelay makes of a payload, or the error ingress would answer.
     Parse {

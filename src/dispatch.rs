@@ -8,10 +8,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::metrics::Metrics;
+use crate::rules::RuleSet;
 use crate::sinks::{Delivery, Sink, SinkError};
 use crate::spool::{Entry, Spool};
 
@@ -54,7 +62,11 @@ impl RetryPolicy {
 
 pub struct Dispatcher {
     pub sink_name: String,
-    pub sink: Arc<Sink>,
+    /// Swapped when a rules reload changes the sink's settings.
+    pub sink: Arc<ArcSwap<Sink>>,
+    /// Set when the sink left the rules: the dispatcher delivers what was routed to it before
+    /// that offset, then forgets its cursor and stops.
+    pub retire: watch::Receiver<Option<u64>>,
     pub spool: Spool,
     pub dead_letters: DeadLetters,
     pub metrics: Arc<Metrics>,
@@ -66,11 +78,18 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reader = Some(self.spool.reader(self.spool.cursor(&self.sink_name)));
         let mut cursor = CursorWriter::new(&self);
+        let mut retire = self.retire.clone();
         loop {
             let waiting = reader
                 .as_ref()
                 .expect("the reader is returned after every read");
             let caught_up = self.spool.durable_end() <= waiting.position();
+            let retire_at = *retire.borrow_and_update();
+            if retire_at.is_some_and(|end| waiting.position() >= end) {
+                cursor.store_pending();
+                self.retire_now();
+                return;
+            }
             if caught_up {
                 // Store the cursor once the sink has been idle a moment, not at every pause.
                 let idle = tokio::time::sleep(CURSOR_STORE_INTERVAL / 4);
@@ -78,6 +97,7 @@ impl Dispatcher {
                 loop {
                     tokio::select! {
                         () = waiting.wait_for_records() => break,
+                        Ok(()) = retire.changed() => break,
                         () = &mut idle, if cursor.has_pending() => cursor.store_pending(),
                         () = shutdown.cancelled() => {
                             cursor.store_pending();
@@ -124,6 +144,13 @@ impl Dispatcher {
         cursor.store_pending();
     }
 
+    fn retire_now(&self) {
+        tracing::info!(sink = %self.sink_name, "sink removed from the rules and drained; stopping its delivery");
+        if let Err(err) = self.spool.forget_cursor(&self.sink_name) {
+            tracing::error!(sink = %self.sink_name, error = %err, "cannot forget the removed sink's cursor");
+        }
+    }
+
     /// Delivers every record of the batch routed to this sink until each is confirmed or
     /// dead-lettered. Returns false when shutdown interrupted it.
     async fn settle(&self, entries: Vec<Entry>, shutdown: &CancellationToken) -> bool {
@@ -133,7 +160,8 @@ impl Dispatcher {
         while !pending.is_empty() {
             attempt += 1;
             let started = Instant::now();
-            let results = self.sink.deliver(&pending).await;
+            let sink = self.sink.load_full();
+            let results = sink.deliver(&pending).await;
             self.metrics
                 .sink_delivery_duration
                 .with_label_values(&[&self.sink_name])
@@ -297,5 +325,83 @@ impl<'a> CursorWriter<'a> {
             self.pending = Some(offset);
         }
         self.last_stored = Instant::now();
+    }
+}
+
+/// Keeps one dispatcher running per sink of the rules in force: starts them for new sinks,
+/// hands changed settings to running ones, and lets removed ones drain and stop.
+pub struct Supervisor {
+    pub spool: Spool,
+    pub dead_letters: DeadLetters,
+    pub metrics: Arc<Metrics>,
+    pub data_dir: PathBuf,
+    pub retry: RetryPolicy,
+    pub tracker: TaskTracker,
+    pub stop: CancellationToken,
+    running: HashMap<String, Running>,
+}
+
+struct Running {
+    sink: Arc<ArcSwap<Sink>>,
+    retire: watch::Sender<Option<u64>>,
+    finished: Arc<AtomicBool>,
+}
+
+impl Supervisor {
+    pub fn new(spool: Spool, dead_letters: DeadLetters, metrics: Arc<Metrics>, data_dir: PathBuf) -> Supervisor {
+        Supervisor {
+            spool,
+            dead_letters,
+            metrics,
+            data_dir,
+            retry: RetryPolicy::default(),
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            running: HashMap::new(),
+        }
+    }
+
+    /// Brings the running dispatchers in line with `rules`.
+    pub fn sync(&mut self, rules: &RuleSet) {
+        self.running.retain(|_, running| !running.finished.load(Ordering::Acquire));
+        for (name, config) in &rules.sinks {
+            let sink = Sink::build(config, &self.data_dir);
+            match self.running.get(name) {
+                Some(running) => {
+                    running.sink.store(Arc::new(sink));
+                    running.retire.send_replace(None);
+                }
+                None => self.start(name, sink),
+            }
+        }
+        let end = self.spool.durable_end();
+        for (name, running) in &self.running {
+            if !rules.sinks.contains_key(name) && running.retire.borrow().is_none() {
+                tracing::info!(sink = %name, "sink removed from the rules; delivering what was routed to it, then stopping");
+                running.retire.send_replace(Some(end));
+            }
+        }
+    }
+
+    fn start(&mut self, name: &str, sink: Sink) {
+        let sink = Arc::new(ArcSwap::from_pointee(sink));
+        let (retire, retire_receiver) = watch::channel(None);
+        let finished = Arc::new(AtomicBool::new(false));
+        let dispatcher = Dispatcher {
+            sink_name: name.to_string(),
+            sink: Arc::clone(&sink),
+            retire: retire_receiver,
+            spool: self.spool.clone(),
+            dead_letters: self.dead_letters.clone(),
+            metrics: Arc::clone(&self.metrics),
+            retry: self.retry.clone(),
+        };
+        let stop = self.stop.clone();
+        let done = Arc::clone(&finished);
+        self.tracker.spawn(async move {
+            dispatcher.run(stop).await;
+            done.store(true, Ordering::Release);
+        });
+        self.running.insert(name.to_string(), Running { sink, retire, finished });
     }
 }

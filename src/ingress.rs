@@ -23,14 +23,14 @@ use crate::config::Config;
 use crate::ingress::error::IngressError;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::rules::RuleSet;
+use crate::live_rules::LiveRules;
 use crate::spool::Spool;
 
 /// What the ingress handler works with: built components, not raw config.
 #[derive(Clone)]
 pub struct IngressState {
     pub config: Arc<Config>,
-    pub rules: Arc<RuleSet>,
+    pub rules: Arc<LiveRules>,
     pub spool: Spool,
     pub quarantine: Quarantine,
     pub metrics: Arc<Metrics>,

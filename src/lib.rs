@@ -10,6 +10,7 @@
 //! - `decode`: body bytes to envelope parts (XML and JSON, every payload HQ sends). No IO.
 //! - `envelope`: the documented shape every payload takes; the contract with rules and sinks.
 //! - `rules`: which sinks an envelope goes to. No IO.
+//! - `live_rules`: the rule set in force, reloaded and swapped whole when the file changes.
 //! - `spool`: the durable log ingress appends to, and each sink's cursor in it.
 //! - `dispatch`: one loop per sink from the spool to the sink, with retries and dead letters.
 //! - `sinks`: the file sink (more to come), each confirming what it accepts.
@@ -31,6 +32,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod ingress;
+pub mod live_rules;
 pub mod metrics;
 pub mod quarantine;
 pub mod rules;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub sink_delivery_duration: HistogramVec,
     pub sink_dead_letters: IntCounterVec,
     pub sink_healthy: IntGaugeVec,
+    pub rules_reloads: IntCounterVec,
+    pub rules_unmatched: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -139,6 +141,16 @@ impl Metrics {
                 &["sink"],
             ),
             sink_healthy,
+            rules_reloads: counter_vec(
+                "ccrelay_rules_reloads_total",
+                "Rules file reloads by result (success, unchanged, failure)",
+                &["result"],
+            ),
+            rules_unmatched: counter_vec(
+                "ccrelay_rules_unmatched_total",
+                "Envelopes that matched no rule and had no unmatched sinks, kept unrouted",
+                &["source"],
+            ),
             registry,
         }
     }

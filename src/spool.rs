@@ -203,6 +203,31 @@ impl Spool {
         (*cursor).max(start)
     }
 
+    /// Registers a new consumer at the current end of the log, so that it sees only what is
+    /// appended from now on; a known consumer keeps its place.
+    pub fn register_at_end(&self, name: &str) {
+        let end = self.durable_end();
+        let mut cursors = self.shared.cursors.lock().expect("cursor lock is never poisoned");
+        cursors.entry(name.to_string()).or_insert(end);
+    }
+
+    /// Forgets a consumer that is gone for good, so retention no longer waits for it.
+    ///
+    /// # Errors
+    /// When its cursor file cannot be removed.
+    pub fn forget_cursor(&self, name: &str) -> Result<()> {
+        self.shared
+            .cursors
+            .lock()
+            .expect("cursor lock is never poisoned")
+            .remove(name);
+        let path = self.shared.cursor_dir.join(name);
+        match fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io_error(&path)(err)),
+            _ => Ok(()),
+        }
+    }
+
     /// Records that consumer `name` is done with everything before `offset`.
     ///
     /// # Errors

@@ -163,8 +163,9 @@ async fn accept(
     let envelope = decoded.into_envelope(arrival);
     let kind = envelope.kind;
     let envelope_value = envelope.into_value();
-    let routes = state.rules.route(&envelope_value);
+    let routes = state.rules.current().route(&envelope_value);
     if routes.is_empty() {
+        state.metrics.rules_unmatched.with_label_values(&[label]).inc();
         tracing::warn!(envelope_id = %id, source = %request.source_name, %kind, "no rule matched; kept in the spool unrouted");
     }
     let record = Record {

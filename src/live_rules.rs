@@ -1,0 +1,188 @@
+//! Live rules: the rule set in force, replaced whole when the rules file changes.
+//!
+//! A new file is read and compiled completely before an atomic swap; a file that does not
+//! compile leaves the old rules serving and is reported in the log, in
+//! `ccrelay_rules_reloads_total{result}` and in `status()` (served at `GET /rules`). Each
+//! request loads the current set once, so it is routed by one consistent set. Sinks a new set
+//! adds are registered in the spool at its end *before* the swap, so their dispatchers start
+//! exactly where the new rules begin to route to them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::rules::RuleSet;
+use crate::spool::Spool;
+
+/// What `GET /rules` says about the rules in force.
+#[derive(Clone, Debug, Serialize)]
+pub struct RulesStatus {
+    /// The rules file, or null for the embedded default.
+    pub path: Option<PathBuf>,
+    /// A short hash of the file's text.
+    pub version: String,
+    pub loaded_at: String,
+    pub rule_count: usize,
+    pub sinks: Vec<String>,
+    /// Why the last reload was refused, if it was; cleared by the next good one.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+pub struct LiveRules {
+    path: Option<PathBuf>,
+    current: ArcSwap<RuleSet>,
+    status: Mutex<RulesStatus>,
+    spool: Spool,
+    metrics: Arc<Metrics>,
+    /// Bumped on every swap; the dispatcher supervisor follows it.
+    generation: watch::Sender<u64>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The file's text is the one in force already.
+    Unchanged,
+    Swapped { version: String },
+}
+
+impl LiveRules {
+    /// Loads the rules file (or the embedded default) for the start of `serve`.
+    ///
+    /// # Errors
+    /// Every problem with the file, one per line.
+    pub fn load(path: Option<&Path>, spool: Spool, metrics: Arc<Metrics>) -> Result<LiveRules, String> {
+        let rules = match path {
+            None => RuleSet::embedded_default(),
+            Some(path) => read_and_compile(path)?,
+        };
+        let status = RulesStatus {
+            path: path.map(Path::to_path_buf),
+            version: rules.version().to_string(),
+            loaded_at: now(),
+            rule_count: rules.rule_count(),
+            sinks: rules.sinks.keys().cloned().collect(),
+            last_error: None,
+            last_error_at: None,
+        };
+        Ok(LiveRules {
+            path: path.map(Path::to_path_buf),
+            current: ArcSwap::from_pointee(rules),
+            status: Mutex::new(status),
+            spool,
+            metrics,
+            generation: watch::Sender::new(0),
+        })
+    }
+
+    /// The rules in force; cheap, lock-free.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> RulesStatus {
+        self.status.lock().expect("status lock is never poisoned").clone()
+    }
+
+    /// A receiver that changes whenever a new rule set is swapped in.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Reads the rules file again and swaps it in if it compiles and differs. Blocking IO.
+    ///
+    /// # Errors
+    /// The file's problems, when it cannot be read or compiled; the old rules stay in force.
+    pub fn reload(&self) -> Result<Reloaded, String> {
+        let Some(path) = &self.path else {
+            return Ok(Reloaded::Unchanged);
+        };
+        let outcome = read_and_compile(path).map(|rules| self.swap(rules));
+        let result = match &outcome {
+            Ok(Reloaded::Unchanged) => "unchanged",
+            Ok(Reloaded::Swapped { .. }) => "success",
+            Err(_) => "failure",
+        };
+        self.metrics.rules_reloads.with_label_values(&[result]).inc();
+        match &outcome {
+            Ok(Reloaded::Swapped { version }) => tracing::info!(rules = %path.display(), %version, "rules reloaded"),
+            Ok(Reloaded::Unchanged) => {}
+            Err(errors) => {
+                tracing::error!(rules = %path.display(), errors = %errors, "rules reload refused; the previous rules stay in force");
+                let mut status = self.status.lock().expect("status lock is never poisoned");
+                status.last_error = Some(errors.clone());
+                status.last_error_at = Some(now());
+            }
+        }
+        outcome
+    }
+
+    fn swap(&self, rules: RuleSet) -> Reloaded {
+        let mut status = self.status.lock().expect("status lock is never poisoned");
+        if rules.version() == status.version {
+            status.last_error = None;
+            status.last_error_at = None;
+            return Reloaded::Unchanged;
+        }
+        for sink in rules.sinks.keys() {
+            self.spool.register_at_end(sink);
+        }
+        let version = rules.version().to_string();
+        *status = RulesStatus {
+            path: self.path.clone(),
+            version: version.clone(),
+            loaded_at: now(),
+            rule_count: rules.rule_count(),
+            sinks: rules.sinks.keys().cloned().collect(),
+            last_error: None,
+            last_error_at: None,
+        };
+        self.current.store(Arc::new(rules));
+        self.generation.send_modify(|generation| *generation += 1);
+        Reloaded::Swapped { version }
+    }
+}
+
+fn read_and_compile(path: &Path) -> Result<RuleSet, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    RuleSet::parse(&text, &path.display().to_string()).map_err(|errors| errors.to_string())
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// How often the rules file is read again to notice changes. Polling the content (rather than
+/// watching inotify events) also notices Kubernetes ConfigMap updates, which swap a symlink.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads the rules when the file changes or on SIGHUP, until `shutdown`.
+pub async fn watch(live: Arc<LiveRules>, shutdown: tokio_util::sync::CancellationToken) {
+    if live.path.is_none() {
+        return;
+    }
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch SIGHUP; rules reload on file change and POST /rules/reload only");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP received: reloading the rules");
+            }
+            () = shutdown.cancelled() => return,
+        }
+        let reloading = Arc::clone(&live);
+        // Errors are logged and recorded in the status by `reload` itself.
+        let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+    }
+}
