@@ -90,7 +90,7 @@ pub async fn run(
         Arc::clone(&metrics),
         config.data_dir.clone(),
     );
-    supervisor.sync(&live_rules.current());
+    supervisor.sync(&live_rules.current(), None);
     let dispatchers = supervisor.tracker.clone();
     let stop_dispatch = supervisor.stop.clone();
     dispatchers.spawn(follow_rules(supervisor, Arc::clone(&live_rules)));
@@ -170,7 +170,7 @@ async fn follow_rules(mut supervisor: Supervisor, live_rules: Arc<LiveRules>) {
                 if changed.is_err() {
                     return;
                 }
-                supervisor.sync(&live_rules.current());
+                supervisor.sync(&live_rules.current(), None);
             }
             () = stop.cancelled() => return,
         }

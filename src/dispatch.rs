@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -343,7 +343,9 @@ pub struct Supervisor {
 
 struct Running {
     sink: Arc<ArcSwap<Sink>>,
-    retire: watch::Sender<Option<u64>>,
+    retire: Arc<watch::Sender<Option<u64>>>,
+    /// Bumped each time the sink is (re-)confirmed by a rules reload.
+    epoch: Arc<AtomicU64>,
     finished: Arc<AtomicBool>,
 }
 
@@ -361,25 +363,44 @@ impl Supervisor {
         }
     }
 
-    /// Brings the running dispatchers in line with `rules`.
-    pub fn sync(&mut self, rules: &RuleSet) {
+    /// Brings the running dispatchers in line with `rules`, which replaced `previous`.
+    ///
+    /// A sink that `rules` drops still gets what `previous` routed to it: its dispatcher is
+    /// retired only once no request holds `previous` any more and the spool has written
+    /// every append queued before that, so no record routed to it can come after the end it
+    /// drains to.
+    pub fn sync(&mut self, rules: &RuleSet, previous: Option<Arc<RuleSet>>) {
         self.running.retain(|_, running| !running.finished.load(Ordering::Acquire));
         for (name, config) in &rules.sinks {
             let sink = Sink::build(config, &self.data_dir);
             match self.running.get(name) {
                 Some(running) => {
                     running.sink.store(Arc::new(sink));
+                    running.epoch.fetch_add(1, Ordering::AcqRel);
                     running.retire.send_replace(None);
                 }
                 None => self.start(name, sink),
             }
         }
-        let end = self.spool.durable_end();
+        let Some(previous) = previous else { return };
         for (name, running) in &self.running {
-            if !rules.sinks.contains_key(name) && running.retire.borrow().is_none() {
-                tracing::info!(sink = %name, "sink removed from the rules; delivering what was routed to it, then stopping");
-                running.retire.send_replace(Some(end));
+            if rules.sinks.contains_key(name) || running.retire.borrow().is_some() {
+                continue;
             }
+            tracing::info!(sink = %name, "sink removed from the rules; delivering what was routed to it, then stopping");
+            let epoch = running.epoch.load(Ordering::Acquire);
+            let (epoch_now, retire, spool) = (Arc::clone(&running.epoch), Arc::clone(&running.retire), self.spool.clone());
+            let previous = Arc::clone(&previous);
+            self.tracker.spawn(async move {
+                while Arc::strong_count(&previous) > 1 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                spool.barrier().await;
+                // Re-added meanwhile: it stays.
+                if epoch_now.load(Ordering::Acquire) == epoch {
+                    retire.send_replace(Some(spool.durable_end()));
+                }
+            });
         }
     }
 
@@ -402,6 +423,14 @@ impl Supervisor {
             dispatcher.run(stop).await;
             done.store(true, Ordering::Release);
         });
-        self.running.insert(name.to_string(), Running { sink, retire, finished });
+        self.running.insert(
+            name.to_string(),
+            Running {
+                sink,
+                retire: Arc::new(retire),
+                epoch: Arc::new(AtomicU64::new(0)),
+                finished,
+            },
+        );
     }
 }

@@ -175,6 +175,15 @@ impl Spool {
         answer.await.map_err(|_| SpoolError::Closed)?
     }
 
+    /// Waits until every append handed to the spool before this call is durable (or failed).
+    pub async fn barrier(&self) {
+        let (done, answer) = oneshot::channel();
+        let request = AppendRequest { frame: Vec::new(), done };
+        if self.shared.appends.send(request).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+
     /// The offset just past the last durable record.
     pub fn durable_end(&self) -> u64 {
         *self.shared.durable_end.borrow()

@@ -163,7 +163,9 @@ async fn accept(
     let envelope = decoded.into_envelope(arrival);
     let kind = envelope.kind;
     let envelope_value = envelope.into_value();
-    let routes = state.rules.current().route(&envelope_value);
+    // Held until the append is done: a sink the rules drop meanwhile drains past this record.
+    let rules = state.rules.current();
+    let routes = rules.route(&envelope_value);
     if routes.is_empty() {
         state.metrics.rules_unmatched.with_label_values(&[label]).inc();
         tracing::warn!(envelope_id = %id, source = %request.source_name, %kind, "no rule matched; kept in the spool unrouted");
@@ -177,6 +179,7 @@ async fn accept(
     };
     let started = Instant::now();
     state.spool.append(&record).await?;
+    drop(rules);
     state
         .metrics
         .spool_append_duration
