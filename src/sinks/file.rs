@@ -166,3 +166,72 @@ fn rotate(path: &Path) -> std::io::Result<()> {
         number += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::spool::Route;
+
+    fn delivery(kind: &str, n: u64) -> Delivery {
+        let envelope = format!(r#"{{"id":"e{n}","kind":"{kind}","received_at":"2024-05-02T06:14:09Z"}}"#);
+        Delivery {
+            offset: n,
+            envelope_id: format!("e{n}"),
+            route: Route {
+                sink: "archive".into(),
+                rule: "all".into(),
+            },
+            envelope: Arc::from(envelope),
+            body: Bytes::new(),
+        }
+    }
+
+    fn sink(dir: &Path, path: &str, max_file_bytes: u64) -> FileSink {
+        let config = FileSinkConfig {
+            path: crate::template::Template::compile(path).unwrap(),
+            max_file_bytes,
+        };
+        FileSink::new(dir, config)
+    }
+
+    #[tokio::test]
+    async fn envelopes_are_appended_as_lines_to_the_file_their_template_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), "out/{{ kind }}/{{ received_at | date }}.jsonl", 1 << 20);
+        let results = sink.deliver(&[delivery("form", 1), delivery("case", 2), delivery("form", 3)]).await;
+        assert!(results.iter().all(Result::is_ok));
+        let forms = fs::read_to_string(dir.path().join("out/form/2024-05-02.jsonl")).unwrap();
+        assert_eq!(forms.lines().count(), 2);
+        let cases = fs::read_to_string(dir.path().join("out/case/2024-05-02.jsonl")).unwrap();
+        assert!(cases.contains("\"e2\""));
+    }
+
+    #[tokio::test]
+    async fn a_full_file_is_rotated_to_numbered_siblings_before_it_overflows() {
+        let dir = tempfile::tempdir().unwrap();
+        let line_bytes = delivery("form", 1).envelope.len() as u64 + 1;
+        let sink = sink(dir.path(), "out.jsonl", line_bytes * 2);
+        for n in 0..5 {
+            assert!(sink.deliver(&[delivery("form", n)]).await[0].is_ok());
+        }
+        let lines = |name: &str| fs::read_to_string(dir.path().join(name)).unwrap().lines().count();
+        assert_eq!(lines("out.jsonl.1"), 2, "oldest first");
+        assert_eq!(lines("out.jsonl.2"), 2);
+        assert_eq!(lines("out.jsonl"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_path_that_leaves_the_data_dir_or_cannot_render_fails_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let escaping = sink(dir.path(), "../{{ kind }}.jsonl", 1 << 20);
+        let result = escaping.deliver(&[delivery("form", 1)]).await.remove(0);
+        assert!(matches!(&result, Err(SinkError::Permanent { reason }) if reason.contains("without `..`")), "{result:?}");
+        let missing = sink(dir.path(), "{{ form.xmlns }}.jsonl", 1 << 20);
+        let result = missing.deliver(&[delivery("form", 1)]).await.remove(0);
+        assert!(matches!(result, Err(SinkError::Permanent { .. })));
+    }
+}

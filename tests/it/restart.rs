@@ -146,3 +146,41 @@ async fn every_payload_answered_2xx_survives_a_kill_9_and_reaches_the_sink_after
         accepted.len()
     );
 }
+
+#[tokio::test]
+async fn sigterm_finishes_what_was_accepted_and_exits_zero() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let mut relay = start(&data_dir).await;
+    let client = reqwest::Client::new();
+    let mut accepted = Vec::new();
+    for n in 0..20 {
+        let response = client
+            .post(&relay.ingress)
+            .header("content-type", "text/xml")
+            .body(form_xml(&format!("term-{n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        accepted.push(answer["id"].as_str().unwrap().to_string());
+    }
+    let pid = relay.child.id().to_string();
+    let signalled = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(signalled.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = relay.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "ccrelay did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    let delivered: HashSet<String> = output(&data_dir)
+        .iter()
+        .filter_map(|envelope| envelope["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(accepted.iter().all(|id| delivered.contains(id)), "everything accepted was delivered before exit");
+}
