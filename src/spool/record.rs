@@ -16,16 +16,22 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::rules::Shape;
+
 pub const FRAME_HEADER_BYTES: usize = 8;
 const FORMAT_VERSION: u8 = 1;
 /// No single record may exceed this; it bounds what a corrupt length field can make us allocate.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024 * 1024;
 
-/// Where a rule sent an envelope: one sink, and the rule that chose it.
+/// Where a rule sent an envelope: one sink, the rule that chose it, and what the sink receives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub sink: String,
     pub rule: String,
+    /// What the sink receives. Absent in records written before shapes existed, and for the
+    /// default (the envelope), so those records stay readable and small.
+    #[serde(default, skip_serializing_if = "Shape::is_envelope")]
+    pub shape: Shape,
 }
 
 /// One accepted payload as the spool keeps it.
@@ -135,6 +141,7 @@ mod tests {
             routes: vec![Route {
                 sink: "archive".into(),
                 rule: "everything".into(),
+                shape: Shape::Envelope,
             }],
             envelope: Bytes::from_static(br#"{"id":"x"}"#),
             body: Bytes::from_static(b"<data/>"),

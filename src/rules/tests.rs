@@ -1,0 +1,1 @@
+//! The index against evaluating every rule, over generated rules and envelopes.
