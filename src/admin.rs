@@ -89,7 +89,8 @@ async fn reload_rules(State(state): State<AdminState>) -> Response {
             (StatusCode::OK, axum::Json(body)).into_response()
         }
         Err(errors) => {
-            let body = json!({ "code": "invalid_rules", "detail": errors, "rules": state.rules.status() });
+            let body =
+                json!({ "code": "invalid_rules", "detail": errors, "rules": state.rules.status() });
             (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
         }
     }

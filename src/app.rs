@@ -15,16 +15,15 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::dead_letter::DeadLetters;
 use crate::dispatch::Supervisor;
 use crate::ingress::{self, IngressState};
+use crate::live_rules::{self, LiveRules};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::live_rules::{self, LiveRules};
 use crate::spool::{Spool, SpoolOptions};
 
 /// How often retention and the quota are enforced on the spool.
@@ -80,8 +79,12 @@ pub async fn run(
         max_disk_bytes: config.spool.max_disk_bytes.get(),
     })
     .with_context(|| format!("cannot open the spool in {}", config.data_dir.display()))?;
-    let live_rules = LiveRules::load(config.rules_path.as_deref(), spool.clone(), Arc::clone(&metrics))
-        .map_err(|errors| anyhow::anyhow!("the rules file is not valid:\n{errors}"))?;
+    let live_rules = LiveRules::load(
+        config.rules_path.as_deref(),
+        spool.clone(),
+        Arc::clone(&metrics),
+    )
+    .map_err(|errors| anyhow::anyhow!("the rules file is not valid:\n{errors}"))?;
     let live_rules = Arc::new(live_rules);
 
     let mut supervisor = Supervisor::new(
@@ -95,7 +98,10 @@ pub async fn run(
     let stop_dispatch = supervisor.stop.clone();
     dispatchers.spawn(follow_rules(supervisor, Arc::clone(&live_rules)));
     dispatchers.spawn(compact_periodically(spool.clone(), stop_dispatch.clone()));
-    dispatchers.spawn(live_rules::watch(Arc::clone(&live_rules), stop_dispatch.clone()));
+    dispatchers.spawn(live_rules::watch(
+        Arc::clone(&live_rules),
+        stop_dispatch.clone(),
+    ));
 
     let ingress_ready = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();

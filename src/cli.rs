@@ -2,7 +2,7 @@
 //! payload, or the answer ingress would give it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Overrides};
 use crate::decode::{self, Arrival, Input, Limits};
 use crate::envelope::Kind;
+use crate::rules::{self, RuleSet, TestCase, TestPayload};
 use crate::telemetry::{self, LogFormat};
 
 /// sysexits.h: the input data was incorrect.
@@ -51,6 +52,11 @@ pub enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Check or test a rules file.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Print the envelope ccrelay makes of a payload, or the error ingress would answer.
     Parse {
         /// The payload file.
@@ -73,6 +79,31 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Exit 0 when the rules file is valid; otherwise print every problem, with line and column.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// With payloads, show where each would go; without, run the file's own `tests:`.
+    Test {
+        /// The rules file.
+        file: PathBuf,
+        /// Payload files to route (the content type is guessed from the extension).
+        payloads: Vec<PathBuf>,
+        /// The Content-Type the payloads would arrive with.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// A request header, as `Name: value`.
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The source name the payloads would arrive on.
+        #[arg(long, default_value = "cli")]
+        source: String,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
@@ -82,15 +113,29 @@ pub fn main() -> ExitCode {
             listen,
             admin_listen,
             data_dir,
+            rules,
         } => serve(
             config,
             Overrides {
                 listen,
                 admin_listen,
                 data_dir,
-                rules_path: None,
+                rules_path: rules,
             },
         ),
+        Command::Rules {
+            command: RulesCommand::Check { file },
+        } => rules_check(&file),
+        Command::Rules {
+            command:
+                RulesCommand::Test {
+                    file,
+                    payloads,
+                    content_type,
+                    headers,
+                    source,
+                },
+        } => rules_test(&file, &payloads, content_type.as_deref(), &headers, &source),
         Command::Parse {
             file,
             content_type,
@@ -150,18 +195,10 @@ fn parse(args: ParseArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut headers = Vec::new();
-    for header in &args.headers {
-        match header.split_once(':') {
-            Some((name, value)) => {
-                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()))
-            }
-            None => {
-                eprintln!("--header `{header}` must look like `Name: value`");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    let headers = match parse_headers(&args.headers) {
+        Ok(headers) => headers,
+        Err(code) => return code,
+    };
     let expected_kind = match args.kind.as_deref().map(|name| (name, Kind::parse(name))) {
         None => None,
         Some((_, Some(kind))) => Some(kind),
@@ -223,4 +260,143 @@ fn parse(args: ParseArgs) -> ExitCode {
             ExitCode::from(EXIT_DATA_ERROR)
         }
     }
+}
+
+fn load_rules(file: &Path) -> Result<RuleSet, ExitCode> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("cannot read {}: {err}", file.display());
+            return Err(ExitCode::from(EXIT_CONFIG_ERROR));
+        }
+    };
+    RuleSet::parse(&text, &file.display().to_string()).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(EXIT_CONFIG_ERROR)
+    })
+}
+
+fn rules_check(file: &Path) -> ExitCode {
+    match load_rules(file) {
+        Ok(rules) => {
+            println!(
+                "{}: valid, {} rules, {} sinks, {} tests, version {}",
+                file.display(),
+                rules.rule_count(),
+                rules.sinks.len(),
+                rules.tests().len(),
+                rules.version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn rules_test(
+    file: &Path,
+    payloads: &[PathBuf],
+    content_type: Option<&str>,
+    headers: &[String],
+    source: &str,
+) -> ExitCode {
+    let rules = match load_rules(file) {
+        Ok(rules) => rules,
+        Err(code) => return code,
+    };
+    if payloads.is_empty() {
+        let base_dir = file.parent().unwrap_or(Path::new("."));
+        let report = rules::run_tests(&rules, &|path| std::fs::read(path), base_dir);
+        println!("{report}");
+        if report.results.is_empty() {
+            eprintln!("{} has no tests: add a `tests:` section", file.display());
+        }
+        return if report.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let headers = match parse_headers(headers) {
+        Ok(headers) => headers,
+        Err(code) => return code,
+    };
+    let mut all_routed = true;
+    for payload in payloads {
+        let body = match std::fs::read(payload) {
+            Ok(body) => body,
+            Err(err) => {
+                eprintln!("cannot read {}: {err}", payload.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let case = TestCase {
+            name: payload.display().to_string(),
+            span: crate::yaml::Span { line: 1, column: 1 },
+            payload: TestPayload::File(payload.clone()),
+            content_type: content_type.map(str::to_string),
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone().into()))
+                .collect(),
+            source: source.to_string(),
+            query: serde_json::Map::new(),
+            reach: Vec::new(),
+            not_reach: Vec::new(),
+            matched_rules: None,
+        };
+        println!("{}:", payload.display());
+        let envelope = match rules::test_envelope(&case, &body) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                println!("  {err}");
+                all_routed = false;
+                continue;
+            }
+        };
+        let explanation = rules::explain_with_body(&rules, &envelope, &body);
+        let matched = if explanation.matched_rules.is_empty() {
+            "none".to_string()
+        } else {
+            explanation.matched_rules.join(", ")
+        };
+        println!("  matched rules: {matched}");
+        if explanation.routes.is_empty() {
+            println!("  no sink: kept in the spool unrouted");
+        }
+        for route in explanation.routes {
+            let destination = route
+                .destination
+                .unwrap_or_else(|err| format!("cannot render: {err}"));
+            println!(
+                "  -> {} ({} sink, rule `{}`): {destination}",
+                route.route.sink, route.sink_type, route.route.rule
+            );
+            let payload = &route.payload;
+            println!(
+                "     {} ({} bytes): {}",
+                payload.content_type,
+                payload.bytes.len(),
+                String::from_utf8_lossy(&payload.bytes)
+            );
+        }
+    }
+    if all_routed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DATA_ERROR)
+    }
+}
+
+fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>, ExitCode> {
+    headers
+        .iter()
+        .map(|header| match header.split_once(':') {
+            Some((name, value)) => Ok((name.trim().to_ascii_lowercase(), value.trim().to_string())),
+            None => {
+                eprintln!("--header `{header}` must look like `Name: value`");
+                Err(ExitCode::FAILURE)
+            }
+        })
+        .collect()
 }

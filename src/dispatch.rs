@@ -230,15 +230,19 @@ impl Dispatcher {
                     String::from_utf8_lossy(&entry.record.envelope).into()
                 }
             };
-            let envelope_id = serde_json::from_str::<EnvelopeId>(&envelope)
-                .map(|parsed| parsed.id)
-                .unwrap_or_default();
+            let header = serde_json::from_str::<EnvelopeHeader>(&envelope).unwrap_or_default();
+            let payload = route.shape.apply(
+                &envelope,
+                &entry.record.body,
+                header.content_type.as_deref(),
+            );
             deliveries.push(Delivery {
                 offset: entry.offset,
-                envelope_id,
+                envelope_id: header.id,
                 route: route.clone(),
                 envelope,
                 body: entry.record.body,
+                payload,
             });
         }
         deliveries
@@ -281,10 +285,11 @@ impl Dispatcher {
     }
 }
 
-/// The one envelope field a dispatcher reads itself, without parsing the rest.
-#[derive(serde::Deserialize)]
-struct EnvelopeId {
+/// The envelope fields a dispatcher reads itself, without parsing the rest.
+#[derive(Default, serde::Deserialize)]
+struct EnvelopeHeader {
     id: String,
+    content_type: Option<String>,
 }
 
 /// Stores a dispatcher's cursor, not more often than `CURSOR_STORE_INTERVAL` under load.
@@ -350,7 +355,12 @@ struct Running {
 }
 
 impl Supervisor {
-    pub fn new(spool: Spool, dead_letters: DeadLetters, metrics: Arc<Metrics>, data_dir: PathBuf) -> Supervisor {
+    pub fn new(
+        spool: Spool,
+        dead_letters: DeadLetters,
+        metrics: Arc<Metrics>,
+        data_dir: PathBuf,
+    ) -> Supervisor {
         Supervisor {
             spool,
             dead_letters,
@@ -370,7 +380,8 @@ impl Supervisor {
     /// every append queued before that, so no record routed to it can come after the end it
     /// drains to.
     pub fn sync(&mut self, rules: &RuleSet, previous: Option<Arc<RuleSet>>) {
-        self.running.retain(|_, running| !running.finished.load(Ordering::Acquire));
+        self.running
+            .retain(|_, running| !running.finished.load(Ordering::Acquire));
         for (name, config) in &rules.sinks {
             let sink = Sink::build(config, &self.data_dir);
             match self.running.get(name) {
@@ -389,7 +400,11 @@ impl Supervisor {
             }
             tracing::info!(sink = %name, "sink removed from the rules; delivering what was routed to it, then stopping");
             let epoch = running.epoch.load(Ordering::Acquire);
-            let (epoch_now, retire, spool) = (Arc::clone(&running.epoch), Arc::clone(&running.retire), self.spool.clone());
+            let (epoch_now, retire, spool) = (
+                Arc::clone(&running.epoch),
+                Arc::clone(&running.retire),
+                self.spool.clone(),
+            );
             let previous = Arc::clone(&previous);
             self.tracker.spawn(async move {
                 while Arc::strong_count(&previous) > 1 {

@@ -21,9 +21,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::ingress::error::IngressError;
+use crate::live_rules::LiveRules;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
-use crate::live_rules::LiveRules;
 use crate::spool::Spool;
 
 /// What the ingress handler works with: built components, not raw config.

@@ -48,7 +48,9 @@ pub struct LiveRules {
 pub enum Reloaded {
     /// The file's text is the one in force already.
     Unchanged,
-    Swapped { version: String },
+    Swapped {
+        version: String,
+    },
 }
 
 impl LiveRules {
@@ -56,7 +58,11 @@ impl LiveRules {
     ///
     /// # Errors
     /// Every problem with the file, one per line.
-    pub fn load(path: Option<&Path>, spool: Spool, metrics: Arc<Metrics>) -> Result<LiveRules, String> {
+    pub fn load(
+        path: Option<&Path>,
+        spool: Spool,
+        metrics: Arc<Metrics>,
+    ) -> Result<LiveRules, String> {
         let rules = match path {
             None => RuleSet::embedded_default(),
             Some(path) => read_and_compile(path)?,
@@ -86,7 +92,10 @@ impl LiveRules {
     }
 
     pub fn status(&self) -> RulesStatus {
-        self.status.lock().expect("status lock is never poisoned").clone()
+        self.status
+            .lock()
+            .expect("status lock is never poisoned")
+            .clone()
     }
 
     /// A receiver that changes whenever a new rule set is swapped in.
@@ -108,9 +117,14 @@ impl LiveRules {
             Ok(Reloaded::Swapped { .. }) => "success",
             Err(_) => "failure",
         };
-        self.metrics.rules_reloads.with_label_values(&[result]).inc();
+        self.metrics
+            .rules_reloads
+            .with_label_values(&[result])
+            .inc();
         match &outcome {
-            Ok(Reloaded::Swapped { version }) => tracing::info!(rules = %path.display(), %version, "rules reloaded"),
+            Ok(Reloaded::Swapped { version }) => {
+                tracing::info!(rules = %path.display(), %version, "rules reloaded")
+            }
             Ok(Reloaded::Unchanged) => {}
             Err(errors) => {
                 tracing::error!(rules = %path.display(), errors = %errors, "rules reload refused; the previous rules stay in force");
@@ -149,7 +163,8 @@ impl LiveRules {
 }
 
 fn read_and_compile(path: &Path) -> Result<RuleSet, String> {
-    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     RuleSet::parse(&text, &path.display().to_string()).map_err(|errors| errors.to_string())
 }
 

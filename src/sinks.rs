@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::rules::Payload;
 use crate::spool::Route;
 pub use file::{FileSink, FileSinkConfig};
 
@@ -39,6 +40,8 @@ pub struct Delivery {
     pub envelope: Arc<str>,
     /// The request body exactly as HQ sent it.
     pub body: Bytes,
+    /// What the sink sends: the envelope, the raw body or a projection, as the rule chose.
+    pub payload: Payload,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -178,7 +178,10 @@ impl Spool {
     /// Waits until every append handed to the spool before this call is durable (or failed).
     pub async fn barrier(&self) {
         let (done, answer) = oneshot::channel();
-        let request = AppendRequest { frame: Vec::new(), done };
+        let request = AppendRequest {
+            frame: Vec::new(),
+            done,
+        };
         if self.shared.appends.send(request).await.is_ok() {
             let _ = answer.await;
         }
@@ -216,7 +219,11 @@ impl Spool {
     /// appended from now on; a known consumer keeps its place.
     pub fn register_at_end(&self, name: &str) {
         let end = self.durable_end();
-        let mut cursors = self.shared.cursors.lock().expect("cursor lock is never poisoned");
+        let mut cursors = self
+            .shared
+            .cursors
+            .lock()
+            .expect("cursor lock is never poisoned");
         cursors.entry(name.to_string()).or_insert(end);
     }
 

@@ -22,6 +22,7 @@ fn record(n: usize) -> Record {
         routes: vec![Route {
             sink: "archive".into(),
             rule: "all".into(),
+            shape: Default::default(),
         }],
         envelope: Bytes::from(format!(r#"{{"id":"{n}"}}"#)),
         body: Bytes::from(format!("<data>{}</data>", "x".repeat(n % 300))),

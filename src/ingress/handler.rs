@@ -167,7 +167,11 @@ async fn accept(
     let rules = state.rules.current();
     let routes = rules.route(&envelope_value);
     if routes.is_empty() {
-        state.metrics.rules_unmatched.with_label_values(&[label]).inc();
+        state
+            .metrics
+            .rules_unmatched
+            .with_label_values(&[label])
+            .inc();
         tracing::warn!(envelope_id = %id, source = %request.source_name, %kind, "no rule matched; kept in the spool unrouted");
     }
     let record = Record {

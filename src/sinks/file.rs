@@ -1,5 +1,5 @@
-//! File sink: envelopes as JSON lines in files whose paths are templates, synced per batch and
-//! rotated by size.
+//! File sink: one payload per line (JSON lines for envelopes and projections; a raw body as
+//! sent) in files whose paths are templates, synced per batch and rotated by size.
 //!
 //! Paths render from envelope fields (`out/{{ kind }}/{{ received_at | date }}.jsonl`) and are
 //! resolved under the data dir; a rendered path that is absolute or climbs out with `..` is a
@@ -67,7 +67,7 @@ impl FileSink {
                             groups.last_mut().expect("just pushed")
                         }
                     };
-                    group.1.extend_from_slice(delivery.envelope.as_bytes());
+                    group.1.extend_from_slice(&delivery.payload.bytes);
                     group.1.push(b'\n');
                     group.2.push(index);
                     results.push(Ok(()));
@@ -177,14 +177,17 @@ mod tests {
     use crate::spool::Route;
 
     fn delivery(kind: &str, n: u64) -> Delivery {
-        let envelope = format!(r#"{{"id":"e{n}","kind":"{kind}","received_at":"2024-05-02T06:14:09Z"}}"#);
+        let envelope =
+            format!(r#"{{"id":"e{n}","kind":"{kind}","received_at":"2024-05-02T06:14:09Z"}}"#);
         Delivery {
             offset: n,
             envelope_id: format!("e{n}"),
             route: Route {
                 sink: "archive".into(),
                 rule: "all".into(),
+                shape: Default::default(),
             },
+            payload: crate::rules::Shape::Envelope.apply(&envelope, b"", None),
             envelope: Arc::from(envelope),
             body: Bytes::new(),
         }
@@ -201,8 +204,18 @@ mod tests {
     #[tokio::test]
     async fn envelopes_are_appended_as_lines_to_the_file_their_template_names() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = sink(dir.path(), "out/{{ kind }}/{{ received_at | date }}.jsonl", 1 << 20);
-        let results = sink.deliver(&[delivery("form", 1), delivery("case", 2), delivery("form", 3)]).await;
+        let sink = sink(
+            dir.path(),
+            "out/{{ kind }}/{{ received_at | date }}.jsonl",
+            1 << 20,
+        );
+        let results = sink
+            .deliver(&[
+                delivery("form", 1),
+                delivery("case", 2),
+                delivery("form", 3),
+            ])
+            .await;
         assert!(results.iter().all(Result::is_ok));
         let forms = fs::read_to_string(dir.path().join("out/form/2024-05-02.jsonl")).unwrap();
         assert_eq!(forms.lines().count(), 2);
@@ -218,7 +231,12 @@ mod tests {
         for n in 0..5 {
             assert!(sink.deliver(&[delivery("form", n)]).await[0].is_ok());
         }
-        let lines = |name: &str| fs::read_to_string(dir.path().join(name)).unwrap().lines().count();
+        let lines = |name: &str| {
+            fs::read_to_string(dir.path().join(name))
+                .unwrap()
+                .lines()
+                .count()
+        };
         assert_eq!(lines("out.jsonl.1"), 2, "oldest first");
         assert_eq!(lines("out.jsonl.2"), 2);
         assert_eq!(lines("out.jsonl"), 1);
@@ -229,7 +247,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let escaping = sink(dir.path(), "../{{ kind }}.jsonl", 1 << 20);
         let result = escaping.deliver(&[delivery("form", 1)]).await.remove(0);
-        assert!(matches!(&result, Err(SinkError::Permanent { reason }) if reason.contains("without `..`")), "{result:?}");
+        assert!(
+            matches!(&result, Err(SinkError::Permanent { reason }) if reason.contains("without `..`")),
+            "{result:?}"
+        );
         let missing = sink(dir.path(), "{{ form.xmlns }}.jsonl", 1 << 20);
         let result = missing.deliver(&[delivery("form", 1)]).await.remove(0);
         assert!(matches!(result, Err(SinkError::Permanent { .. })));

@@ -266,7 +266,10 @@ async fn after_shutdown_begins_new_requests_are_503() {
 async fn a_client_that_never_finishes_its_body_is_cut_off_with_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let relay = Relay::start(&format!("ingress: {{ request_timeout_seconds: 1 }}\n{OPEN}")).await;
+    let relay = Relay::start(&format!(
+        "ingress: {{ request_timeout_seconds: 1 }}\n{OPEN}"
+    ))
+    .await;
     let mut stream = tokio::net::TcpStream::connect(relay.ingress).await.unwrap();
     let head = "POST /ingest/hq HTTP/1.1\r\nhost: x\r\ncontent-type: text/xml\r\ncontent-length: 1000\r\n\r\n<data>";
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -277,6 +280,9 @@ async fn a_client_that_never_finishes_its_body_is_cut_off_with_408() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(quarantine_files(&relay).is_empty(), "an unfinished body is not a payload");
+    assert!(
+        quarantine_files(&relay).is_empty(),
+        "an unfinished body is not a payload"
+    );
     relay.stop().await;
 }

@@ -174,7 +174,10 @@ async fn sigterm_finishes_what_was_accepted_and_exits_zero() {
         if let Some(status) = relay.child.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "ccrelay did not stop after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ccrelay did not stop after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
@@ -182,5 +185,8 @@ async fn sigterm_finishes_what_was_accepted_and_exits_zero() {
         .iter()
         .filter_map(|envelope| envelope["id"].as_str().map(str::to_string))
         .collect();
-    assert!(accepted.iter().all(|id| delivered.contains(id)), "everything accepted was delivered before exit");
+    assert!(
+        accepted.iter().all(|id| delivered.contains(id)),
+        "everything accepted was delivered before exit"
+    );
 }
