@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, as the README gives it and .ci/run calls it. Installs what the tests
-# need on a fresh Debian machine (run as root), then runs every test.
+# The whole test suite, as the README gives it and .ci/run calls it: every cargo test, then
+# each example rules file's own `tests:` through `ccrelay rules test`, as an operator's CI would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked --all-targets
+for rules in tests/rules/*.yaml; do
+  [ -e "$rules" ] || continue
+  echo "ccrelay rules test $rules"
+  cargo run --locked --quiet -- rules test "$rules"
+done
