@@ -80,7 +80,7 @@ impl Index {
         }
     }
 
-    /// How many rules are reached only through the index (for tests and benchmarks).
+    /// The paths the index looks values up at, in the order first picked.
     pub fn indexed_paths(&self) -> impl Iterator<Item = &str> {
         self.tables.iter().map(|(path, _)| path.as_str())
     }

@@ -206,18 +206,14 @@ fn read_rule<'a>(
         Some(when) => read_condition(when, errors),
         None => Some(Condition::Always),
     };
-    let to = map
-        .required("to", errors)
-        .and_then(|to| read_sink_refs(to, sink_names, errors))
-        .and_then(|to| {
-            if to.is_empty() {
-                let at = map.node();
-                errors.push(at.error("`to` needs at least one sink"));
-                None
-            } else {
-                Some(to)
-            }
-        });
+    let to = map.required("to", errors).and_then(|to_node| {
+        let to = read_sink_refs(to_node, sink_names, errors)?;
+        if to.is_empty() {
+            errors.push(to_node.error("expected at least one sink"));
+            return None;
+        }
+        Some(to)
+    });
     let stop = match map.optional("stop") {
         Some(node) => node.as_bool(errors),
         None => Some(false),

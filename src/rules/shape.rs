@@ -124,36 +124,53 @@ fn split(path: &str) -> Vec<&str> {
     path.split('.').collect()
 }
 
-/// Copies what `segments` reaches in `source` into `target`, keeping the objects and arrays
-/// on the way (an array keeps its length; elements the path does not reach become `{}`).
-fn keep_into(source: &Value, target: &mut Value, segments: &[&str]) {
+/// Copies what `segments` reaches in `source` into `target`, with the objects and arrays on
+/// the way; returns whether anything was copied. An object is created only around something
+/// kept; an array keeps its length, and its elements where nothing was kept become `{}`.
+fn keep_into(source: &Value, target: &mut Value, segments: &[&str]) -> bool {
     let Some((first, rest)) = segments.split_first() else {
         *target = source.clone();
-        return;
+        return true;
     };
     match source {
         Value::Object(map) => {
-            let Some(child) = map.get(*first) else { return };
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let slot = target
+            let Some(child) = map.get(*first) else {
+                return false;
+            };
+            let existing = target
                 .as_object_mut()
-                .expect("made an object above")
-                .entry(first.to_string())
-                .or_insert(Value::Null);
-            keep_into(child, slot, rest);
+                .and_then(|kept| kept.get_mut(*first))
+                .map(std::mem::take);
+            let had_existing = existing.is_some();
+            let mut slot = existing.unwrap_or(Value::Null);
+            let copied = keep_into(child, &mut slot, rest);
+            if copied || had_existing {
+                if !target.is_object() {
+                    *target = Value::Object(Map::new());
+                }
+                let kept = target.as_object_mut().expect("made an object above");
+                kept.insert(first.to_string(), slot);
+            }
+            copied
         }
         Value::Array(items) => {
-            if !matches!(target, Value::Array(existing) if existing.len() == items.len()) {
-                *target = Value::Array(vec![Value::Object(Map::new()); items.len()]);
+            let mut slots = match std::mem::take(target) {
+                Value::Array(slots) if slots.len() == items.len() => slots,
+                _ => vec![Value::Null; items.len()],
+            };
+            let mut copied = false;
+            for (item, slot) in items.iter().zip(slots.iter_mut()) {
+                copied |= keep_into(item, slot, segments);
             }
-            let slots = target.as_array_mut().expect("made an array above");
-            for (item, slot) in items.iter().zip(slots) {
-                keep_into(item, slot, segments);
+            if copied || slots.iter().any(|slot| !slot.is_null()) {
+                for slot in slots.iter_mut().filter(|slot| slot.is_null()) {
+                    *slot = Value::Object(Map::new());
+                }
+                *target = Value::Array(slots);
             }
+            copied
         }
-        _ => {}
+        _ => false,
     }
 }
 
