@@ -74,7 +74,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs until `shutdown`; a batch being delivered is finished or left for the next start.
+    /// Runs until `shutdown`, then drains: delivers what is spooled until it is caught up or a
+    /// delivery fails (the rest stays queued for the next start). The caller bounds the drain.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reader = Some(self.spool.reader(self.spool.cursor(&self.sink_name)));
         let mut cursor = CursorWriter::new(&self);
@@ -107,7 +108,8 @@ impl Dispatcher {
                 }
                 tokio::select! {
                     () = tokio::time::sleep(BATCH_LINGER) => {}
-                    () = shutdown.cancelled() => break,
+                    // On shutdown, what is already spooled is still delivered (drain).
+                    () = shutdown.cancelled() => {}
                 }
             }
             let taken = reader
