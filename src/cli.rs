@@ -61,15 +61,8 @@ pub enum Command {
     Parse {
         /// The payload file.
         file: PathBuf,
-        /// The Content-Type it would arrive with; omitted, the kind is told by content.
-        #[arg(long)]
-        content_type: Option<String>,
-        /// A request header, as `Name: value` (e.g. `received-on: 2024-05-02T06:14:09.482113Z`).
-        #[arg(long = "header", value_name = "NAME: VALUE")]
-        headers: Vec<String>,
-        /// The source name the payload would arrive on.
-        #[arg(long, default_value = "cli")]
-        source: String,
+        #[command(flatten)]
+        request: RequestArgs,
         /// The kind the source expects (form, case, form_stub, app, user, location).
         #[arg(long)]
         kind: Option<String>,
@@ -92,16 +85,24 @@ pub enum RulesCommand {
         file: PathBuf,
         /// Payload files to route (the content type is guessed from the extension).
         payloads: Vec<PathBuf>,
-        /// The Content-Type the payloads would arrive with.
-        #[arg(long)]
-        content_type: Option<String>,
-        /// A request header, as `Name: value`.
-        #[arg(long = "header", value_name = "NAME: VALUE")]
-        headers: Vec<String>,
-        /// The source name the payloads would arrive on.
-        #[arg(long, default_value = "cli")]
-        source: String,
+        #[command(flatten)]
+        request: RequestArgs,
     },
+}
+
+/// How a payload given on the command line would have arrived.
+#[derive(Debug, clap::Args)]
+pub struct RequestArgs {
+    /// The Content-Type it would arrive with; omitted, the kind is told by content (or, for
+    /// `rules test`, by the file's extension).
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// A request header, as `Name: value` (e.g. `received-on: 2024-05-02T06:14:09.482113Z`).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The source name it would arrive on.
+    #[arg(long, default_value = "cli")]
+    pub source: String,
 }
 
 pub fn main() -> ExitCode {
@@ -131,23 +132,17 @@ pub fn main() -> ExitCode {
                 RulesCommand::Test {
                     file,
                     payloads,
-                    content_type,
-                    headers,
-                    source,
+                    request,
                 },
-        } => rules_test(&file, &payloads, content_type.as_deref(), &headers, &source),
+        } => rules_test(&file, &payloads, &request),
         Command::Parse {
             file,
-            content_type,
-            headers,
-            source,
+            request,
             kind,
             domain,
         } => parse(ParseArgs {
             file,
-            content_type,
-            headers,
-            source,
+            request,
             kind,
             domain,
         }),
@@ -180,9 +175,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> ExitCode {
 
 struct ParseArgs {
     file: PathBuf,
-    content_type: Option<String>,
-    headers: Vec<String>,
-    source: String,
+    request: RequestArgs,
     kind: Option<String>,
     domain: Option<String>,
 }
@@ -195,7 +188,7 @@ fn parse(args: ParseArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let headers = match parse_headers(&args.headers) {
+    let headers = match parse_headers(&args.request.headers) {
         Ok(headers) => headers,
         Err(code) => return code,
     };
@@ -214,6 +207,7 @@ fn parse(args: ParseArgs) -> ExitCode {
             .map(|(_, value)| value.as_str())
     };
     let content_type = args
+        .request
         .content_type
         .as_deref()
         .or_else(|| header("content-type"));
@@ -235,7 +229,7 @@ fn parse(args: ParseArgs) -> ExitCode {
             let arrival = Arrival {
                 id: uuid::Uuid::now_v7().to_string(),
                 received_at: now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(),
-                source: args.source,
+                source: args.request.source,
                 source_domain: args.domain,
                 method: "POST".into(),
                 content_type: content_type.map(str::to_string),
@@ -293,13 +287,7 @@ fn rules_check(file: &Path) -> ExitCode {
     }
 }
 
-fn rules_test(
-    file: &Path,
-    payloads: &[PathBuf],
-    content_type: Option<&str>,
-    headers: &[String],
-    source: &str,
-) -> ExitCode {
+fn rules_test(file: &Path, payloads: &[PathBuf], request: &RequestArgs) -> ExitCode {
     let rules = match load_rules(file) {
         Ok(rules) => rules,
         Err(code) => return code,
@@ -317,7 +305,7 @@ fn rules_test(
             ExitCode::FAILURE
         };
     }
-    let headers = match parse_headers(headers) {
+    let headers = match parse_headers(&request.headers) {
         Ok(headers) => headers,
         Err(code) => return code,
     };
@@ -334,12 +322,12 @@ fn rules_test(
             name: payload.display().to_string(),
             span: crate::yaml::Span { line: 1, column: 1 },
             payload: TestPayload::File(payload.clone()),
-            content_type: content_type.map(str::to_string),
+            content_type: request.content_type.clone(),
             headers: headers
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone().into()))
                 .collect(),
-            source: source.to_string(),
+            source: request.source.clone(),
             query: serde_json::Map::new(),
             reach: Vec::new(),
             not_reach: Vec::new(),

@@ -215,7 +215,7 @@ pub enum ConfigErrors {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}", render(origin, errors))]
+    #[error("{}", yaml::render_errors(origin, errors))]
     Invalid {
         origin: String,
         /// In text order.
@@ -231,12 +231,4 @@ impl ConfigErrors {
             ConfigErrors::Invalid { errors, .. } => errors,
         }
     }
-}
-
-fn render(origin: &str, errors: &[yaml::Error]) -> String {
-    let lines: Vec<String> = errors
-        .iter()
-        .map(|error| format!("{origin}:{error}"))
-        .collect();
-    lines.join("\n")
 }

@@ -87,19 +87,11 @@ struct Rule {
 /// Why a rules file was refused. Displays one problem per line as
 /// `ORIGIN:LINE:COL: PATH: MESSAGE`, in text order.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", render(origin, errors))]
+#[error("{}", yaml::render_errors(origin, errors))]
 pub struct RulesErrors {
     pub origin: String,
     /// In text order.
     pub errors: Vec<yaml::Error>,
-}
-
-fn render(origin: &str, errors: &[yaml::Error]) -> String {
-    let lines: Vec<String> = errors
-        .iter()
-        .map(|error| format!("{origin}:{error}"))
-        .collect();
-    lines.join("\n")
 }
 
 impl RuleSet {

@@ -319,6 +319,15 @@ impl<'a> MapReader<'a> {
 
 /// The path of `key` inside the map at `parent`: `a.b`, or `a["*"]` when the key is not a
 /// plain name.
+/// Errors as an operator reads them: one per line, `ORIGIN:LINE:COL: PATH: MESSAGE`.
+pub fn render_errors(origin: &str, errors: &[Error]) -> String {
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|error| format!("{origin}:{error}"))
+        .collect();
+    lines.join("\n")
+}
+
 pub fn join_key(parent: &str, key: &str) -> String {
     let plain = !key.is_empty()
         && key
