@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::dead_letter::DeadLetters;
+use crate::dedupe::DedupeIndex;
 use crate::dispatch::Supervisor;
 use crate::ingress::{self, IngressState};
 use crate::live_rules::{self, LiveRules};
@@ -79,6 +80,16 @@ pub async fn run(
         max_disk_bytes: config.spool.max_disk_bytes.get(),
     })
     .with_context(|| format!("cannot open the spool in {}", config.data_dir.display()))?;
+    let dedupe = {
+        let (spool, window) = (spool.clone(), config.ingress.dedupe_window);
+        tokio::task::spawn_blocking(move || {
+            DedupeIndex::rebuild(&spool, window, jiff::Timestamp::now())
+        })
+        .await
+        .context("rebuilding the dedupe index panicked")?
+        .context("cannot rebuild the dedupe index from the spool")?
+    };
+    let dedupe = Arc::new(dedupe);
     let live_rules = LiveRules::load(
         config.rules_path.as_deref(),
         spool.clone(),
@@ -97,7 +108,11 @@ pub async fn run(
     let dispatchers = supervisor.tracker.clone();
     let stop_dispatch = supervisor.stop.clone();
     dispatchers.spawn(follow_rules(supervisor, Arc::clone(&live_rules)));
-    dispatchers.spawn(compact_periodically(spool.clone(), stop_dispatch.clone()));
+    dispatchers.spawn(compact_periodically(
+        spool.clone(),
+        Arc::clone(&dedupe),
+        stop_dispatch.clone(),
+    ));
     dispatchers.spawn(live_rules::watch(
         Arc::clone(&live_rules),
         stop_dispatch.clone(),
@@ -121,6 +136,7 @@ pub async fn run(
         rules: live_rules,
         spool: spool.clone(),
         quarantine: Quarantine::new(&config.data_dir),
+        dedupe,
         metrics,
         in_flight: Arc::new(Semaphore::new(config.ingress.max_concurrent_requests.get())),
         shutdown: shutdown.clone(),
@@ -183,12 +199,14 @@ async fn follow_rules(mut supervisor: Supervisor, live_rules: Arc<LiveRules>) {
     }
 }
 
-async fn compact_periodically(spool: Spool, stop: CancellationToken) {
+/// Enforces spool retention and the quota, and forgets dedupe keys past their window.
+async fn compact_periodically(spool: Spool, dedupe: Arc<DedupeIndex>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(COMPACTION_INTERVAL) => {}
             () = stop.cancelled() => return,
         }
+        dedupe.prune(jiff::Timestamp::now());
         let compacting = spool.clone();
         match tokio::task::spawn_blocking(move || compacting.compact()).await {
             Ok(Ok(_)) => {}

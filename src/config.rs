@@ -61,6 +61,8 @@ pub struct IngressSettings {
     pub max_depth: NonZeroUsize,
     /// How long in-flight requests may finish after shutdown starts.
     pub shutdown_grace: Duration,
+    /// A payload whose dedupe key was accepted this recently is answered as a duplicate.
+    pub dedupe_window: Duration,
 }
 
 impl Default for IngressSettings {
@@ -71,6 +73,7 @@ impl Default for IngressSettings {
             max_concurrent_requests: NonZeroUsize::new(1024).expect("non-zero"),
             max_depth: NonZeroUsize::new(64).expect("non-zero"),
             shutdown_grace: Duration::from_secs(30),
+            dedupe_window: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -20,6 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::dedupe::DedupeIndex;
 use crate::ingress::error::IngressError;
 use crate::live_rules::LiveRules;
 use crate::metrics::Metrics;
@@ -33,6 +34,7 @@ pub struct IngressState {
     pub rules: Arc<LiveRules>,
     pub spool: Spool,
     pub quarantine: Quarantine,
+    pub dedupe: Arc<DedupeIndex>,
     pub metrics: Arc<Metrics>,
     /// Requests in progress; past the configured maximum, ingress answers 503.
     pub in_flight: Arc<Semaphore>,

@@ -14,6 +14,7 @@
 //! - `spool`: the durable log ingress appends to, and each sink's cursor in it.
 //! - `dispatch`: one loop per sink from the spool to the sink, with retries and dead letters.
 //! - `sinks`: the file sink (more to come), each confirming what it accepts.
+//! - `dedupe`: the keys each source accepted recently, so resends are answered, not routed.
 //! - `quarantine`, `dead_letter`: where refused payloads and failed deliveries are kept.
 //! - `admin`: health, readiness and metrics on a separate listener.
 //! - `config`: the config file parsed into validated types, every error reported at once.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod dedupe;
 pub mod dispatch;
 pub mod envelope;
 pub mod error;

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub ingress_request_duration: HistogramVec,
     pub ingress_bytes: IntCounterVec,
     pub ingress_envelopes: IntCounterVec,
+    pub ingress_duplicates: IntCounterVec,
     pub decode_failures: IntCounterVec,
     pub quarantined: IntCounterVec,
     pub spool_append_duration: Histogram,
@@ -111,6 +112,11 @@ impl Metrics {
                 "ccrelay_ingress_envelopes_total",
                 "Payloads accepted, by source and kind",
                 &["source", "kind"],
+            ),
+            ingress_duplicates: counter_vec(
+                "ccrelay_ingress_duplicates_total",
+                "Payloads answered as duplicates of one accepted within the dedupe window",
+                &["source"],
             ),
             decode_failures: counter_vec(
                 "ccrelay_decode_failures_total",

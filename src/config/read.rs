@@ -246,6 +246,11 @@ fn read_ingress(node: &Node, errors: &mut Errors) -> Option<IngressSettings> {
         .map_or(Some(defaults.shutdown_grace), |node| {
             node.as_u64(errors).map(Duration::from_secs)
         });
+    let dedupe_window = map
+        .optional("dedupe_window_hours")
+        .map_or(Some(defaults.dedupe_window), |node| {
+            positive_u64(node, errors).map(|hours| Duration::from_secs(hours.get() * 3600))
+        });
     map.finish(errors);
     Some(IngressSettings {
         max_body_bytes: max_body_bytes?,
@@ -253,6 +258,7 @@ fn read_ingress(node: &Node, errors: &mut Errors) -> Option<IngressSettings> {
         max_concurrent_requests: max_concurrent_requests?,
         max_depth: max_depth?,
         shutdown_grace: shutdown_grace?,
+        dedupe_window: dedupe_window?,
     })
 }
 

@@ -87,19 +87,23 @@ struct Request<'a> {
     headers: &'a HeaderMap,
 }
 
-/// The answer to an accepted payload: 202 with the envelope id.
+/// The answer to an accepted payload: 202 with the new envelope's id, or 200 with the id of
+/// the first copy when this one is a duplicate. Never 204, which HQ records as "Empty".
 #[derive(Debug)]
 pub struct Accepted {
     pub id: String,
+    pub duplicate: bool,
 }
 
 impl IntoResponse for Accepted {
     fn into_response(self) -> Response {
-        (
-            StatusCode::ACCEPTED,
-            Json(json!({ "id": self.id, "duplicate": false })),
-        )
-            .into_response()
+        let status = if self.duplicate {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        let body = json!({ "id": self.id, "duplicate": self.duplicate });
+        (status, Json(body)).into_response()
     }
 }
 
@@ -132,7 +136,8 @@ async fn accept(
         }
     })?;
 
-    let id = uuid::Uuid::now_v7().to_string();
+    let uuid = uuid::Uuid::now_v7();
+    let id = uuid.to_string();
     let received_at = now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string();
     let content_type = header_str(request.headers, header::CONTENT_TYPE.as_str());
     let arrival = Arrival {
@@ -160,6 +165,21 @@ async fn accept(
         Ok(decoded) => decoded,
         Err(err) => return Err(quarantine(state, label, arrival, body, err).await),
     };
+    let dedupe_key = request.source.dedupe.then(|| decoded.dedupe_key.clone());
+    if let Some(key) = &dedupe_key
+        && let Some(seen) = state.dedupe.find(request.source_name, key, now)
+    {
+        state
+            .metrics
+            .ingress_duplicates
+            .with_label_values(&[label])
+            .inc();
+        tracing::debug!(envelope_id = %seen.envelope_id, dedupe_key = %key, "duplicate answered, not routed");
+        return Ok(Accepted {
+            id: seen.envelope_id.to_string(),
+            duplicate: true,
+        });
+    }
     let envelope = decoded.into_envelope(arrival);
     let kind = envelope.kind;
     let envelope_value = envelope.into_value();
@@ -184,6 +204,9 @@ async fn accept(
     let started = Instant::now();
     state.spool.append(&record).await?;
     drop(rules);
+    if let Some(key) = &dedupe_key {
+        state.dedupe.insert(request.source_name, key, uuid, now);
+    }
     state
         .metrics
         .spool_append_duration
@@ -195,7 +218,10 @@ async fn accept(
         .with_label_values(&[label, kind.as_str()])
         .inc();
     tracing::debug!(envelope_id = %id, %kind, "accepted");
-    Ok(Accepted { id })
+    Ok(Accepted {
+        id,
+        duplicate: false,
+    })
 }
 
 /// Keeps an undecodable payload, then says why it was refused.
