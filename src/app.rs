@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
@@ -25,6 +25,7 @@ use crate::ingress::{self, IngressState};
 use crate::live_rules::{self, LiveRules};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
+use crate::rules::RuleSet;
 use crate::spool::{Spool, SpoolOptions};
 
 /// How often retention and the quota are enforced on the spool.
@@ -90,7 +91,7 @@ pub async fn run(
         .context("cannot rebuild the dedupe index from the spool")?
     };
     let dedupe = Arc::new(dedupe);
-    let live_rules = LiveRules::load(
+    let (live_rules, swapped) = LiveRules::load(
         config.rules_path.as_deref(),
         spool.clone(),
         Arc::clone(&metrics),
@@ -104,10 +105,11 @@ pub async fn run(
         Arc::clone(&metrics),
         config.data_dir.clone(),
     );
-    supervisor.sync(&live_rules.current(), None);
+    supervisor.sync(live_rules.current());
+    forget_orphan_cursors(&spool, &live_rules.current());
     let dispatchers = supervisor.tracker.clone();
     let stop_dispatch = supervisor.stop.clone();
-    dispatchers.spawn(follow_rules(supervisor, Arc::clone(&live_rules)));
+    dispatchers.spawn(follow_rules(supervisor, swapped));
     dispatchers.spawn(compact_periodically(
         spool.clone(),
         Arc::clone(&dedupe),
@@ -182,19 +184,30 @@ pub async fn run(
     served
 }
 
-/// Keeps the dispatchers in line with the rules in force, until the dispatchers stop.
-async fn follow_rules(mut supervisor: Supervisor, live_rules: Arc<LiveRules>) {
-    let mut generation = live_rules.subscribe();
+/// Keeps the dispatchers in line with every rule set swapped in, until the dispatchers stop.
+async fn follow_rules(mut supervisor: Supervisor, mut swapped: mpsc::Receiver<Arc<RuleSet>>) {
     let stop = supervisor.stop.clone();
     loop {
         tokio::select! {
-            changed = generation.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                supervisor.sync(&live_rules.current(), None);
-            }
+            rules = swapped.recv() => match rules {
+                Some(rules) => supervisor.sync(rules),
+                None => return,
+            },
             () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// A cursor whose sink is not in the rules at start belongs to a sink removed before a
+/// restart: nothing can deliver to it any more (its settings are gone), and it would keep
+/// retention from freeing the spool. Its records stay in the spool until retention.
+fn forget_orphan_cursors(spool: &Spool, rules: &RuleSet) {
+    for name in spool.consumer_names() {
+        if !rules.sinks.contains_key(&name) {
+            tracing::warn!(sink = %name, "forgetting the cursor of a sink that is no longer in the rules");
+            if let Err(err) = spool.forget_cursor(&name) {
+                tracing::error!(sink = %name, error = %err, "cannot forget the cursor");
+            }
         }
     }
 }

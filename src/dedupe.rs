@@ -66,7 +66,17 @@ impl DedupeIndex {
         let mut reader = spool.reader(spool.start());
         let mut count = 0usize;
         loop {
-            let batch = reader.read_batch(SCAN_BATCH)?;
+            let batch = match reader.read_batch(SCAN_BATCH) {
+                Ok(batch) => batch,
+                Err(SpoolError::Corrupt { offset, source }) => {
+                    tracing::error!(offset, error = %source, "dedupe rebuild: skipping a damaged spool segment");
+                    if reader.skip_segment() {
+                        continue;
+                    }
+                    break;
+                }
+                Err(err) => return Err(err),
+            };
             if batch.is_empty() {
                 break;
             }

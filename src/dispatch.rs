@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,7 +64,7 @@ pub struct Dispatcher {
     pub sink: Arc<ArcSwap<Sink>>,
     /// Set when the sink left the rules: the dispatcher delivers what was routed to it before
     /// that offset, then forgets its cursor and stops.
-    pub retire: watch::Receiver<Option<u64>>,
+    pub retirement: Arc<Retirement>,
     pub spool: Spool,
     pub dead_letters: DeadLetters,
     pub metrics: Arc<Metrics>,
@@ -79,16 +77,15 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut reader = Some(self.spool.reader(self.spool.cursor(&self.sink_name)));
         let mut cursor = CursorWriter::new(&self);
-        let mut retire = self.retire.clone();
         loop {
             let waiting = reader
                 .as_ref()
                 .expect("the reader is returned after every read");
             let caught_up = self.spool.durable_end() <= waiting.position();
-            let retire_at = *retire.borrow_and_update();
-            if retire_at.is_some_and(|end| waiting.position() >= end) {
+            if self.retirement.exit_if_drained(waiting.position(), || {
                 cursor.store_pending();
-                self.retire_now();
+                self.forget_cursor();
+            }) {
                 return;
             }
             if caught_up {
@@ -98,8 +95,12 @@ impl Dispatcher {
                 loop {
                     tokio::select! {
                         () = waiting.wait_for_records() => break,
-                        Ok(()) = retire.changed() => break,
-                        () = &mut idle, if cursor.has_pending() => cursor.store_pending(),
+                        () = self.retirement.changed.notified() => break,
+                        () = &mut idle, if cursor.has_pending() => {
+                            cursor.store_pending();
+                            // A failed store stays pending: try again later, not at once.
+                            idle.as_mut().reset(tokio::time::Instant::now() + CURSOR_STORE_INTERVAL / 4);
+                        }
                         () = shutdown.cancelled() => {
                             cursor.store_pending();
                             return;
@@ -127,9 +128,9 @@ impl Dispatcher {
                 Ok(entries) => entries,
                 Err(err) => {
                     tracing::error!(sink = %self.sink_name, error = %err, "cannot read the spool");
-                    if matches!(err, crate::spool::SpoolError::Corrupt { .. }) {
-                        reader.as_mut().expect("returned above").skip_segment();
-                    } else {
+                    let skipped = matches!(err, crate::spool::SpoolError::Corrupt { .. })
+                        && reader.as_mut().expect("returned above").skip_segment();
+                    if !skipped {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     continue;
@@ -146,7 +147,7 @@ impl Dispatcher {
         cursor.store_pending();
     }
 
-    fn retire_now(&self) {
+    fn forget_cursor(&self) {
         tracing::info!(sink = %self.sink_name, "sink removed from the rules and drained; stopping its delivery");
         if let Err(err) = self.spool.forget_cursor(&self.sink_name) {
             tracing::error!(sink = %self.sink_name, error = %err, "cannot forget the removed sink's cursor");
@@ -335,6 +336,71 @@ impl<'a> CursorWriter<'a> {
     }
 }
 
+/// The handshake between the supervisor and a dispatcher about retiring its sink, under one
+/// lock so that a sink re-added while its dispatcher is exiting is never left without one.
+#[derive(Default)]
+pub struct Retirement {
+    state: std::sync::Mutex<RetirementState>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct RetirementState {
+    /// Drain up to here, then stop.
+    at: Option<u64>,
+    /// The dispatcher has stopped and forgotten its cursor.
+    exited: bool,
+    /// Bumped each time the sink is confirmed by a reload: a retirement decided before that
+    /// must not apply, since the rules in between may have routed records to the sink.
+    generation: u64,
+}
+
+impl Retirement {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RetirementState> {
+        self.state
+            .lock()
+            .expect("retirement lock is never poisoned")
+    }
+
+    /// Dispatcher side: when retired and drained to `position`, runs `on_exit` (store and
+    /// forget the cursor) under the lock and says to stop.
+    fn exit_if_drained(&self, position: u64, on_exit: impl FnOnce()) -> bool {
+        let mut state = self.lock();
+        if state.at.is_some_and(|end| position >= end) {
+            on_exit();
+            state.exited = true;
+            return true;
+        }
+        false
+    }
+
+    /// Supervisor side: keeps the dispatcher; false when it has already exited.
+    fn cancel(&self) -> bool {
+        let mut state = self.lock();
+        state.at = None;
+        state.generation += 1;
+        !state.exited
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn has_exited(&self) -> bool {
+        self.lock().exited
+    }
+
+    /// Retires the sink at `end`, unless it was confirmed again since `generation`.
+    fn retire_at(&self, end: u64, generation: u64) {
+        let mut state = self.lock();
+        if !state.exited && state.generation == generation && state.at.is_none() {
+            state.at = Some(end);
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+}
+
 /// Keeps one dispatcher running per sink of the rules in force: starts them for new sinks,
 /// hands changed settings to running ones, and lets removed ones drain and stop.
 pub struct Supervisor {
@@ -346,14 +412,13 @@ pub struct Supervisor {
     pub tracker: TaskTracker,
     pub stop: CancellationToken,
     running: HashMap<String, Running>,
+    /// The rules last synced with.
+    synced: Option<Arc<RuleSet>>,
 }
 
 struct Running {
     sink: Arc<ArcSwap<Sink>>,
-    retire: Arc<watch::Sender<Option<u64>>>,
-    /// Bumped each time the sink is (re-)confirmed by a rules reload.
-    epoch: Arc<AtomicU64>,
-    finished: Arc<AtomicBool>,
+    retirement: Arc<Retirement>,
 }
 
 impl Supervisor {
@@ -372,82 +437,82 @@ impl Supervisor {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
             running: HashMap::new(),
+            synced: None,
         }
     }
 
-    /// Brings the running dispatchers in line with `rules`, which replaced `previous`.
+    /// Brings the running dispatchers in line with `rules`, the set just swapped in. Called
+    /// for every swap, in order.
     ///
-    /// A sink that `rules` drops still gets what `previous` routed to it: its dispatcher is
-    /// retired only once no request holds `previous` any more and the spool has written
+    /// A sink `rules` drops still gets what the previous set routed to it: its dispatcher is
+    /// retired only once no request holds the previous set any more and the spool has written
     /// every append queued before that, so no record routed to it can come after the end it
     /// drains to.
-    pub fn sync(&mut self, rules: &RuleSet, previous: Option<Arc<RuleSet>>) {
-        self.running
-            .retain(|_, running| !running.finished.load(Ordering::Acquire));
+    pub fn sync(&mut self, rules: Arc<RuleSet>) {
+        // A retiring dispatcher stays listed until it has exited, so that a sink re-added
+        // meanwhile keeps its one dispatcher (and its cursor) instead of getting a second.
+        self.running.retain(|name, running| {
+            rules.sinks.contains_key(name) || !running.retirement.has_exited()
+        });
         for (name, config) in &rules.sinks {
             let sink = Sink::build(config, &self.data_dir);
+            let kept = self
+                .running
+                .get(name)
+                .is_some_and(|running| running.retirement.cancel());
             match self.running.get(name) {
-                Some(running) => {
-                    running.sink.store(Arc::new(sink));
-                    running.epoch.fetch_add(1, Ordering::AcqRel);
-                    running.retire.send_replace(None);
+                Some(running) if kept => running.sink.store(Arc::new(sink)),
+                // Not running, or its dispatcher exited after forgetting its cursor.
+                _ => {
+                    self.spool.register_at_end(name);
+                    self.start(name, sink);
                 }
-                None => self.start(name, sink),
             }
         }
-        let Some(previous) = previous else { return };
-        for (name, running) in &self.running {
-            if rules.sinks.contains_key(name) || running.retire.borrow().is_some() {
-                continue;
+        let previous = self.synced.replace(Arc::clone(&rules));
+        let removed: Vec<(Arc<Retirement>, u64)> = self
+            .running
+            .iter()
+            .filter(|(name, _)| !rules.sinks.contains_key(*name))
+            .map(|(name, running)| {
+                tracing::info!(sink = %name, "sink not in the rules; delivering what was routed to it, then stopping");
+                (Arc::clone(&running.retirement), running.retirement.generation())
+            })
+            .collect();
+        let Some(previous) = previous.filter(|_| !removed.is_empty()) else {
+            return;
+        };
+        let previous = Arc::downgrade(&previous);
+        let (spool, stop) = (self.spool.clone(), self.stop.clone());
+        self.tracker.spawn(async move {
+            while previous.strong_count() > 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = stop.cancelled() => return,
+                }
             }
-            tracing::info!(sink = %name, "sink removed from the rules; delivering what was routed to it, then stopping");
-            let epoch = running.epoch.load(Ordering::Acquire);
-            let (epoch_now, retire, spool) = (
-                Arc::clone(&running.epoch),
-                Arc::clone(&running.retire),
-                self.spool.clone(),
-            );
-            let previous = Arc::clone(&previous);
-            self.tracker.spawn(async move {
-                while Arc::strong_count(&previous) > 1 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                spool.barrier().await;
-                // Re-added meanwhile: it stays.
-                if epoch_now.load(Ordering::Acquire) == epoch {
-                    retire.send_replace(Some(spool.durable_end()));
-                }
-            });
-        }
+            spool.barrier().await;
+            let end = spool.durable_end();
+            for (retirement, generation) in removed {
+                retirement.retire_at(end, generation);
+            }
+        });
     }
 
     fn start(&mut self, name: &str, sink: Sink) {
         let sink = Arc::new(ArcSwap::from_pointee(sink));
-        let (retire, retire_receiver) = watch::channel(None);
-        let finished = Arc::new(AtomicBool::new(false));
+        let retirement = Arc::new(Retirement::default());
         let dispatcher = Dispatcher {
             sink_name: name.to_string(),
             sink: Arc::clone(&sink),
-            retire: retire_receiver,
+            retirement: Arc::clone(&retirement),
             spool: self.spool.clone(),
             dead_letters: self.dead_letters.clone(),
             metrics: Arc::clone(&self.metrics),
             retry: self.retry.clone(),
         };
-        let stop = self.stop.clone();
-        let done = Arc::clone(&finished);
-        self.tracker.spawn(async move {
-            dispatcher.run(stop).await;
-            done.store(true, Ordering::Release);
-        });
-        self.running.insert(
-            name.to_string(),
-            Running {
-                sink,
-                retire: Arc::new(retire),
-                epoch: Arc::new(AtomicU64::new(0)),
-                finished,
-            },
-        );
+        self.tracker.spawn(dispatcher.run(self.stop.clone()));
+        self.running
+            .insert(name.to_string(), Running { sink, retirement });
     }
 }

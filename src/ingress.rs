@@ -16,7 +16,6 @@ use axum::routing::post;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -42,10 +41,10 @@ pub struct IngressState {
     pub shutdown: CancellationToken,
 }
 
-/// The ingress router with its layers, outermost first: a panic becomes an answer, every
-/// request is traced, and a request (a slow client's body included) is cut off at the timeout.
+/// The ingress router with its layers, outermost first: a panic becomes an answer and every
+/// request is traced. The request timeout is the handler's own, so that it is answered like
+/// every other error (503, which HQ retries; a 408 would make current HQ drop the payload).
 pub fn router(state: IngressState) -> Router {
-    let timeout = state.config.ingress.request_timeout;
     Router::new()
         .route(
             "/ingest/{source}",
@@ -56,10 +55,6 @@ pub fn router(state: IngressState) -> Router {
         .with_state(state)
         // The handler enforces the configured limit itself, to answer in ccrelay's own format.
         .layer(DefaultBodyLimit::disable())
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
         // Failures are logged once, with their cause, by `IngressError::into_response`.
         .layer(TraceLayer::new_for_http().on_failure(()))
         .layer(CatchPanicLayer::custom(answer_panic))

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
@@ -39,8 +39,9 @@ pub struct LiveRules {
     status: Mutex<RulesStatus>,
     spool: Spool,
     metrics: Arc<Metrics>,
-    /// Bumped on every swap; the dispatcher supervisor follows it.
-    generation: watch::Sender<u64>,
+    /// Every rule set swapped in, in order, for the dispatcher supervisor. Bounded: a burst of
+    /// reloads waits for the supervisor rather than piling up.
+    swaps: mpsc::Sender<Arc<RuleSet>>,
 }
 
 /// What a reload did.
@@ -58,11 +59,12 @@ impl LiveRules {
     ///
     /// # Errors
     /// Every problem with the file, one per line.
+    /// Also returns the receiving end of the swaps, for the dispatcher supervisor.
     pub fn load(
         path: Option<&Path>,
         spool: Spool,
         metrics: Arc<Metrics>,
-    ) -> Result<LiveRules, String> {
+    ) -> Result<(LiveRules, mpsc::Receiver<Arc<RuleSet>>), String> {
         let rules = match path {
             None => RuleSet::embedded_default(),
             Some(path) => read_and_compile(path)?,
@@ -76,14 +78,16 @@ impl LiveRules {
             last_error: None,
             last_error_at: None,
         };
-        Ok(LiveRules {
+        let (swaps, swapped) = mpsc::channel(SWAP_QUEUE);
+        let live = LiveRules {
             path: path.map(Path::to_path_buf),
             current: ArcSwap::from_pointee(rules),
             status: Mutex::new(status),
             spool,
             metrics,
-            generation: watch::Sender::new(0),
-        })
+            swaps,
+        };
+        Ok((live, swapped))
     }
 
     /// The rules in force; cheap, lock-free.
@@ -98,12 +102,8 @@ impl LiveRules {
             .clone()
     }
 
-    /// A receiver that changes whenever a new rule set is swapped in.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.generation.subscribe()
-    }
-
-    /// Reads the rules file again and swaps it in if it compiles and differs. Blocking IO.
+    /// Reads the rules file again and swaps it in if it compiles and differs. Blocking: call
+    /// it from a blocking thread, never from async code.
     ///
     /// # Errors
     /// The file's problems, when it cannot be read or compiled; the old rules stay in force.
@@ -156,11 +156,17 @@ impl LiveRules {
             last_error: None,
             last_error_at: None,
         };
-        self.current.store(Arc::new(rules));
-        self.generation.send_modify(|generation| *generation += 1);
+        let rules = Arc::new(rules);
+        self.current.store(Arc::clone(&rules));
+        drop(status);
+        // The supervisor is gone only when shutting down, when new sinks no longer matter.
+        let _ = self.swaps.blocking_send(rules);
         Reloaded::Swapped { version }
     }
 }
+
+/// Swaps the supervisor has not taken yet; `reload` waits past this many.
+const SWAP_QUEUE: usize = 16;
 
 fn read_and_compile(path: &Path) -> Result<RuleSet, String> {
     let text = std::fs::read_to_string(path)

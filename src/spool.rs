@@ -41,6 +41,9 @@ const APPEND_QUEUE: usize = 4096;
 /// The most one group commit writes, so one slow sync cannot hold up too many requests.
 const MAX_BATCH_RECORDS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Roughly the most one `read_batch` returns, so a reader's memory does not grow with the
+/// body size limit times the batch size.
+const READ_BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct SpoolOptions {
@@ -60,6 +63,9 @@ pub enum SpoolError {
     Full { used: u64, quota: u64 },
     #[error("spool is closed")]
     Closed,
+    /// Never written: a reader could not read it back.
+    #[error("record of {bytes} bytes is over the spool's record limit")]
+    TooLarge { bytes: usize },
     #[error("spool write failed: {0}")]
     Write(#[source] std::io::Error),
     #[error("spool cannot be used after an earlier write failure: {0}")]
@@ -82,6 +88,7 @@ impl SpoolError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             SpoolError::Corrupt { .. } => ErrorKind::Internal,
+            SpoolError::TooLarge { .. } => ErrorKind::PayloadTooLarge,
             _ => ErrorKind::Unavailable,
         }
     }
@@ -129,7 +136,14 @@ impl Spool {
             fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
         let segments = Segments::recover(&segment_dir)?;
-        let cursors = load_cursors(&cursor_dir)?;
+        let mut cursors = load_cursors(&cursor_dir)?;
+        for (name, cursor) in &mut cursors {
+            // Past the end only if recovery cut records off: read what is appended next.
+            if *cursor > segments.end() {
+                tracing::warn!(consumer = %name, cursor = *cursor, end = segments.end(), "cursor was past the recovered end of the spool");
+                *cursor = segments.end();
+            }
+        }
         let last = segments.last().clone();
         let file = OpenOptions::new()
             .append(true)
@@ -166,6 +180,9 @@ impl Spool {
     pub async fn append(&self, record: &Record) -> Result<u64> {
         let mut frame = Vec::new();
         record.encode_into(&mut frame);
+        if frame.len() - record::FRAME_HEADER_BYTES > record::MAX_PAYLOAD_BYTES {
+            return Err(SpoolError::TooLarge { bytes: frame.len() });
+        }
         let (done, answer) = oneshot::channel();
         self.shared
             .appends
@@ -225,6 +242,16 @@ impl Spool {
             .lock()
             .expect("cursor lock is never poisoned");
         cursors.entry(name.to_string()).or_insert(end);
+    }
+
+    /// Every consumer with a cursor.
+    pub fn consumer_names(&self) -> Vec<String> {
+        let cursors = self
+            .shared
+            .cursors
+            .lock()
+            .expect("cursor lock is never poisoned");
+        cursors.keys().cloned().collect()
     }
 
     /// Forgets a consumer that is gone for good, so retention no longer waits for it.
@@ -400,6 +427,11 @@ impl Writer {
         if let Some(failure) = &self.failure {
             return Err(SpoolError::Failed(failure.clone()));
         }
+        // Seal a full segment first: only sealed segments can be removed to make room.
+        let last = shared.lock_segments().last().clone();
+        if last.len > 0 && last.len + batch_bytes > shared.options.segment_bytes {
+            self.file = shared.lock_segments().start_segment(&shared.segment_dir)?;
+        }
         let quota = shared.options.max_disk_bytes;
         if shared.lock_segments().disk_bytes() + batch_bytes > quota {
             shared.compact(batch_bytes)?;
@@ -407,10 +439,6 @@ impl Writer {
             if used + batch_bytes > quota {
                 return Err(SpoolError::Full { used, quota });
             }
-        }
-        let last = shared.lock_segments().last().clone();
-        if last.len > 0 && last.len + batch_bytes > shared.options.segment_bytes {
-            self.file = shared.lock_segments().start_segment(&shared.segment_dir)?;
         }
         let start = shared.lock_segments().end();
         let mut buffer = Vec::with_capacity(batch_bytes as usize);
@@ -488,22 +516,35 @@ impl Reader {
         let _ = durable_end.wait_for(|end| *end > position).await;
     }
 
-    /// Reads up to `max_records` records, stopping at the durable end.
+    /// Reads up to `max_records` records (and about `READ_BATCH_BYTES`), stopping at the
+    /// durable end. Records read before an error are returned; the error comes again on the
+    /// next call, from the record that caused it.
     ///
     /// # Errors
-    /// IO errors, and `Corrupt` for a durable record that fails its checksum (after which
-    /// `skip_segment` moves past the damage).
+    /// `Io` for a failed read (retry later), and `Corrupt` for a durable record that is cut
+    /// short or fails its checksum (after which `skip_segment` moves past the damage).
     pub fn read_batch(&mut self, max_records: usize) -> Result<Vec<Entry>> {
         let durable_end = self.spool.durable_end();
         let mut entries = Vec::new();
-        while entries.len() < max_records && self.position < durable_end {
-            let Some(entry) = self.read_one()? else { break };
+        let mut bytes = 0u64;
+        while entries.len() < max_records && bytes < READ_BATCH_BYTES && self.position < durable_end
+        {
+            let entry = match self.read_one() {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(err) if entries.is_empty() => return Err(err),
+                Err(_) => {
+                    // Hand over what was read; the next call starts at the failing record.
+                    self.open = None;
+                    return Ok(entries);
+                }
+            };
+            bytes += entry.next - entry.offset;
             self.position = entry.next;
             entries.push(entry);
         }
-        if self.position >= durable_end {
-            self.forget_read_ahead()?;
-        }
+        // Bytes read ahead may belong to a batch whose sync is yet to succeed or fail.
+        self.forget_read_ahead()?;
         Ok(entries)
     }
 
@@ -519,18 +560,21 @@ impl Reader {
         Ok(())
     }
 
-    /// Moves to the next segment, abandoning the rest of the current one.
-    pub fn skip_segment(&mut self) {
-        let segments = self.spool.lock_segments();
-        if let Some(next) = segments.after(self.position) {
-            tracing::error!(
-                from = self.position,
-                to = next.base,
-                "skipping the damaged rest of a spool segment"
-            );
-            self.position = next.base;
-        }
+    /// Moves to the next segment, abandoning the rest of the current one; false when there
+    /// is no next segment yet (the damage is in the one being written).
+    pub fn skip_segment(&mut self) -> bool {
         self.open = None;
+        let segments = self.spool.lock_segments();
+        let Some(next) = segments.after(self.position) else {
+            return false;
+        };
+        tracing::error!(
+            from = self.position,
+            to = next.base,
+            "skipping the damaged rest of a spool segment"
+        );
+        self.position = next.base;
+        true
     }
 
     fn read_one(&mut self) -> Result<Option<Entry>> {
@@ -539,15 +583,20 @@ impl Reader {
         };
         let offset = open.position;
         let corrupt = |source| SpoolError::Corrupt { offset, source };
+        // Below the durable end every byte was written: running out is damage, while any
+        // other read error may pass and is retried, never skipped.
+        let path = open.segment.path.clone();
+        let read_failed = move |err: std::io::Error| match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => corrupt(RecordError::Truncated),
+            _ => io_error(&path)(err),
+        };
         let mut header = [0u8; FRAME_HEADER_BYTES];
         open.file
             .read_exact(&mut header)
-            .map_err(|_| corrupt(RecordError::Truncated))?;
+            .map_err(read_failed.clone())?;
         let (len, crc) = record::parse_frame_header(header).map_err(corrupt)?;
         let mut payload = vec![0u8; len];
-        open.file
-            .read_exact(&mut payload)
-            .map_err(|_| corrupt(RecordError::Truncated))?;
+        open.file.read_exact(&mut payload).map_err(read_failed)?;
         record::verify_checksum(&payload, crc).map_err(corrupt)?;
         let record = Record::decode_payload(&payload).map_err(corrupt)?;
         let next = offset + (FRAME_HEADER_BYTES + len) as u64;

@@ -203,6 +203,10 @@ pub(super) fn positive_u64(node: &Node, errors: &mut Errors) -> Option<NonZeroU6
     positive
 }
 
+/// The largest `max_body_bytes` accepted: a spool record (body plus envelope) must stay well
+/// under the spool's 256 MiB record limit.
+const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
 fn positive_usize(node: &Node, errors: &mut Errors) -> Option<NonZeroUsize> {
     let value = positive_u64(node, errors)?;
     let converted = usize::try_from(value.get())
@@ -221,11 +225,19 @@ fn positive_seconds(node: &Node, errors: &mut Errors) -> Option<Duration> {
 fn read_ingress(node: &Node, errors: &mut Errors) -> Option<IngressSettings> {
     let defaults = IngressSettings::default();
     let mut map = node.as_map(errors)?;
-    let max_body_bytes = map
-        .optional("max_body_bytes")
-        .map_or(Some(defaults.max_body_bytes), |node| {
-            positive_usize(node, errors)
-        });
+    let max_body_bytes =
+        map.optional("max_body_bytes")
+            .map_or(Some(defaults.max_body_bytes), |node| {
+                // An envelope can be a few times its body, and a spool record holds both.
+                let limit = positive_usize(node, errors)?;
+                if limit.get() > MAX_BODY_BYTES_LIMIT {
+                    errors.push(
+                        node.error(format!("expected at most {MAX_BODY_BYTES_LIMIT} (64 MiB)")),
+                    );
+                    return None;
+                }
+                Some(limit)
+            });
     let request_timeout = map
         .optional("request_timeout_seconds")
         .map_or(Some(defaults.request_timeout), |node| {

@@ -44,6 +44,10 @@ pub enum IngressError {
     Spool(#[from] SpoolError),
     #[error("too many requests in progress")]
     Busy,
+    /// Reading the body or storing the payload took longer than the request timeout; nothing
+    /// was acknowledged, so the sender retries.
+    #[error("request not completed within {}s", timeout.as_secs())]
+    TimedOut { timeout: std::time::Duration },
     #[error("shutting down")]
     ShuttingDown,
     #[error("the request handler panicked")]
@@ -58,9 +62,10 @@ impl IngressError {
             IngressError::BodyRead(_) => ErrorKind::BadRequest,
             IngressError::Unauthorized { .. } => ErrorKind::Unauthorized,
             IngressError::Undecodable { source, .. } => source.kind(),
-            IngressError::Quarantine(_) | IngressError::Busy | IngressError::ShuttingDown => {
-                ErrorKind::Unavailable
-            }
+            IngressError::Quarantine(_)
+            | IngressError::Busy
+            | IngressError::TimedOut { .. }
+            | IngressError::ShuttingDown => ErrorKind::Unavailable,
             IngressError::Spool(err) => err.kind(),
             IngressError::Panicked => ErrorKind::Internal,
         }

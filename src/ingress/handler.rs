@@ -50,7 +50,11 @@ pub async fn ingest(
                 query: query.as_deref(),
                 headers: &headers,
             };
-            match accept(&state, request, body).await {
+            let timeout = state.config.ingress.request_timeout;
+            let accepted = tokio::time::timeout(timeout, accept(&state, request, body))
+                .await
+                .unwrap_or(Err(IngressError::TimedOut { timeout }));
+            match accepted {
                 Ok(accepted) => accepted.into_response(),
                 Err(err) => {
                     if matches!(err, IngressError::Undecodable { .. }) {

@@ -111,9 +111,12 @@ fn read_sinks(node: &Node, errors: &mut Errors) -> Option<BTreeMap<String, SinkC
     complete.then_some(sinks)
 }
 
-/// Sink names become metric labels and log fields, so they are kept plain.
+/// Sink names become metric labels, log fields and file names (cursors, dead letters), so
+/// they are kept plain and start with a letter or digit (never `.` or `..`).
 fn is_sink_name(name: &str) -> bool {
-    !name.is_empty()
+    name.bytes()
+        .next()
+        .is_some_and(|byte| byte.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))

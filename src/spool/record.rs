@@ -22,6 +22,8 @@ pub const FRAME_HEADER_BYTES: usize = 8;
 const FORMAT_VERSION: u8 = 1;
 /// No single record may exceed this; it bounds what a corrupt length field can make us allocate.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024 * 1024;
+/// The smallest payload: a version byte and two empty length-prefixed parts.
+const MIN_PAYLOAD_BYTES: usize = 1 + 4 + 4;
 
 /// Where a rule sent an envelope: one sink, the rule that chose it, and what the sink receives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +110,11 @@ pub fn parse_frame_header(header: [u8; FRAME_HEADER_BYTES]) -> Result<(usize, u3
     let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     if len > MAX_PAYLOAD_BYTES {
         return Err(RecordError::TooLong(len));
+    }
+    // An all-zero header (a zero-filled tail after a crash) would otherwise pass: the CRC of
+    // nothing is 0.
+    if len < MIN_PAYLOAD_BYTES {
+        return Err(RecordError::Truncated);
     }
     Ok((len, crc))
 }

@@ -137,10 +137,11 @@ impl Segments {
         let file = File::open(&last.path).map_err(io_error(&last.path))?;
         let valid = valid_prefix_len(BufReader::new(file), last.len);
         if valid < last.len {
+            set_aside(&last.path, valid)?;
             tracing::warn!(
                 segment = %last.path.display(),
                 dropped_bytes = last.len - valid,
-                "truncating the torn tail of the spool; those records were never acknowledged"
+                "truncating a spool tail that fails its checks (usually a torn write, never acknowledged); its bytes are kept beside the segment as .damaged-<offset>"
             );
             let file = OpenOptions::new()
                 .write(true)
@@ -173,9 +174,26 @@ fn valid_prefix_len(mut reader: impl Read, len: u64) -> u64 {
         payload.resize(payload_len, 0);
         if reader.read_exact(&mut payload).is_err()
             || record::verify_checksum(&payload, crc).is_err()
+            || record::Record::decode_payload(&payload).is_err()
         {
             return valid;
         }
         valid += (FRAME_HEADER_BYTES + payload_len) as u64;
     }
+}
+
+/// Copies the bytes of `path` from `from` on to `<path>.damaged-<offset>`, before they are cut
+/// off: a tail that fails its checks is usually a torn write, but it may be damage in the
+/// middle, and an operator should be able to look at it.
+fn set_aside(path: &Path, from: u64) -> Result<()> {
+    let mut source = File::open(path).map_err(io_error(path))?;
+    std::io::Seek::seek(&mut source, std::io::SeekFrom::Start(from)).map_err(io_error(path))?;
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".damaged-{from}"));
+    let aside = PathBuf::from(aside);
+    let mut target = File::create(&aside).map_err(io_error(&aside))?;
+    std::io::copy(&mut source, &mut target)
+        .and_then(|_| target.sync_all())
+        .map_err(io_error(&aside))?;
+    Ok(())
 }

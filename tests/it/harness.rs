@@ -1,6 +1,7 @@
 //! A relay for tests: started in-process on port 0 with a temporary data dir, stopped through
 //! its shutdown token; or as a child process, for tests that must kill it hard.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -161,4 +162,21 @@ pub fn form_xml(instance_id: &str) -> String {
   </n1:meta>
 </data>"#
     )
+}
+
+/// Waits until every id in `ids` is in the file sink's output (duplicates do not count).
+pub async fn wait_for_ids(data_dir: &std::path::Path, ids: &[String]) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let envelopes = output(data_dir);
+        let seen: HashSet<&str> = envelopes
+            .iter()
+            .filter_map(|envelope| envelope["id"].as_str())
+            .collect();
+        if ids.iter().all(|id| seen.contains(id.as_str())) || tokio::time::Instant::now() > deadline
+        {
+            return envelopes;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -263,7 +263,7 @@ async fn after_shutdown_begins_new_requests_are_503() {
 }
 
 #[tokio::test]
-async fn a_client_that_never_finishes_its_body_is_cut_off_with_408() {
+async fn a_client_that_never_finishes_its_body_is_cut_off_with_503_so_hq_retries() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let relay = Relay::start(&format!(
@@ -279,7 +279,11 @@ async fn a_client_that_never_finishes_its_body_is_cut_off_with_408() {
         .expect("answered before the test gave up")
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..read]);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 30"),
+        "{answer}"
+    );
     assert!(
         quarantine_files(&relay).is_empty(),
         "an unfinished body is not a payload"

@@ -7,24 +7,7 @@ use std::time::Duration;
 
 use std::collections::HashSet;
 
-use crate::harness::{form_xml, output};
-
-/// Waits until every id in `ids` is in the file sink's output (duplicates do not count).
-async fn wait_for_ids(data_dir: &std::path::Path, ids: &[String]) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let envelopes = output(data_dir);
-        let seen: HashSet<&str> = envelopes
-            .iter()
-            .filter_map(|envelope| envelope["id"].as_str())
-            .collect();
-        if ids.iter().all(|id| seen.contains(id.as_str())) || tokio::time::Instant::now() > deadline
-        {
-            return envelopes;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::harness::{form_xml, output, wait_for_ids};
 
 struct Process {
     child: Child,

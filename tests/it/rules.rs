@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Relay, form_xml};
+use crate::harness::{Relay, form_xml, wait_for_ids};
 
 const OPEN: &str = "sources:\n  \"*\":\n    auth: { type: none }\n";
 
@@ -173,7 +173,7 @@ async fn no_request_fails_or_is_lost_while_rules_change_under_load() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let accepted = sender.await.unwrap();
-    let delivered = relay.wait_for_output(accepted.len()).await;
+    let delivered = wait_for_ids(&relay.data_dir, &accepted).await;
     let ids: HashSet<&str> = delivered
         .iter()
         .filter_map(|envelope| envelope["id"].as_str())
