@@ -134,23 +134,37 @@ impl OpenFiles {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent).map_err(describe)?;
             }
+            let existed = path.exists();
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .map_err(describe)?;
+            if !existed {
+                // A new file's name must survive a crash as surely as the lines synced into it.
+                sync_parent(&path).map_err(describe)?;
+            }
             let size = file.metadata().map_err(describe)?.len();
             self.open.insert(path.clone(), (file, size));
         }
         let (file, size) = self.open.get_mut(&path).expect("opened above");
         let written = file.write_all(lines).and_then(|()| file.sync_data());
         if let Err(err) = written {
-            // The file may hold part of the batch; it is re-sent whole, so reopen afresh.
+            // The batch is re-sent whole: cut off any part of it that was written, so no torn
+            // line is left in front of it.
+            let _ = file.set_len(*size);
             self.open.remove(&path);
             return Err(describe(err));
         }
         *size += lines.len() as u64;
         Ok(())
+    }
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) => File::open(parent)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -161,7 +175,8 @@ fn rotate(path: &Path) -> std::io::Result<()> {
         rotated.push(format!(".{number}"));
         let rotated = PathBuf::from(rotated);
         if !rotated.exists() {
-            return fs::rename(path, rotated);
+            fs::rename(path, &rotated)?;
+            return sync_parent(path);
         }
         number += 1;
     }
