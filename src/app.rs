@@ -127,6 +127,7 @@ pub async fn run(
         spool: spool.clone(),
         ingress_ready: Arc::clone(&ingress_ready),
         rules: Arc::clone(&live_rules),
+        dead_letters: DeadLetters::new(&config.data_dir),
     });
     let admin_server = axum::serve(listeners.admin, admin_router)
         .with_graceful_shutdown(stop_admin.clone().cancelled_owned())

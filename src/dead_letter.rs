@@ -69,6 +69,65 @@ impl DeadLetters {
         Ok(path)
     }
 
+    /// Every dead letter that `filter` selects, across sinks, oldest envelope first.
+    ///
+    /// # Errors
+    /// When a folder or a letter cannot be read.
+    pub fn find(&self, filter: &Filter) -> std::io::Result<Vec<DeadLetter>> {
+        let sinks = match &filter.sink {
+            Some(sink) => vec![sink.clone()],
+            None => match fs::read_dir(&self.dir) {
+                Ok(entries) => entries
+                    .flatten()
+                    .filter(|entry| entry.path().is_dir())
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(err) => return Err(err),
+            },
+        };
+        let mut letters = Vec::new();
+        for sink in sinks {
+            letters.extend(
+                self.list(&sink)?
+                    .into_iter()
+                    .filter(|letter| filter.matches(letter)),
+            );
+        }
+        letters.sort_by(|a, b| a.envelope_id.cmp(&b.envelope_id));
+        Ok(letters)
+    }
+
+    /// One dead letter, if there is one.
+    ///
+    /// # Errors
+    /// When the letter exists but cannot be read.
+    pub fn get(&self, sink: &str, envelope_id: &str) -> std::io::Result<Option<DeadLetter>> {
+        if !is_plain_name(sink) || !is_plain_name(envelope_id) {
+            return Ok(None);
+        }
+        let path = self.dir.join(sink).join(format!("{envelope_id}.json"));
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|err| std::io::Error::other(format!("{}: {err}", path.display()))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Deletes a dead letter (after a replay, or a purge).
+    ///
+    /// # Errors
+    /// When the file cannot be removed.
+    pub fn remove(&self, letter: &DeadLetter) -> std::io::Result<()> {
+        let dir = self.dir.join(&letter.route.sink);
+        match fs::remove_file(dir.join(format!("{}.json", letter.envelope_id))) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => File::open(&dir)?.sync_all(),
+        }
+    }
+
     /// Every dead letter of `sink`, oldest envelope first.
     ///
     /// # Errors
@@ -94,5 +153,52 @@ impl DeadLetters {
         }
         letters.sort_by(|a: &DeadLetter, b: &DeadLetter| a.envelope_id.cmp(&b.envelope_id));
         Ok(letters)
+    }
+}
+
+/// Names from a request that become file names: no separators, no `.`/`..`.
+fn is_plain_name(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|byte| byte.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
+/// Which dead letters an operator means: every field that is set must hold.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub sink: Option<String>,
+    pub rule: Option<String>,
+    /// The envelope's kind (`form`, `case`, ...).
+    pub kind: Option<String>,
+    /// Last attempt at or after this RFC 3339 time.
+    pub since: Option<jiff::Timestamp>,
+    /// Last attempt before this RFC 3339 time.
+    pub until: Option<jiff::Timestamp>,
+}
+
+impl Filter {
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        let last_attempt = letter.last_attempt_at.parse::<jiff::Timestamp>().ok();
+        self.sink
+            .as_ref()
+            .is_none_or(|sink| *sink == letter.route.sink)
+            && self
+                .rule
+                .as_ref()
+                .is_none_or(|rule| *rule == letter.route.rule)
+            && self
+                .kind
+                .as_ref()
+                .is_none_or(|kind| letter.envelope["kind"] == kind.as_str())
+            && self
+                .since
+                .is_none_or(|since| last_attempt.is_some_and(|at| at >= since))
+            && self
+                .until
+                .is_none_or(|until| last_attempt.is_some_and(|at| at < until))
     }
 }
