@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::sinks::is_plain_name;
 use crate::spool::Route;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,16 +155,6 @@ impl DeadLetters {
         letters.sort_by(|a: &DeadLetter, b: &DeadLetter| a.envelope_id.cmp(&b.envelope_id));
         Ok(letters)
     }
-}
-
-/// Names from a request that become file names: no separators, no `.`/`..`.
-fn is_plain_name(name: &str) -> bool {
-    name.bytes()
-        .next()
-        .is_some_and(|byte| byte.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 /// Which dead letters an operator means: every field that is set must hold.

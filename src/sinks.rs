@@ -15,6 +15,18 @@ use crate::rules::Payload;
 use crate::spool::Route;
 pub use file::{FileSink, FileSinkConfig};
 
+/// Whether `name` may name a sink: sink names become file names (cursors, dead letters),
+/// metric labels and log fields, so they are plain and start with a letter or digit (never
+/// `.` or `..`). Ids taken from admin requests are held to the same rule.
+pub fn is_plain_name(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|byte| byte.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
 /// A sink's settings, as named in the rules file's `sinks:`.
 #[derive(Clone, Debug)]
 pub enum SinkConfig {

@@ -89,7 +89,7 @@ fn read_sinks(node: &Node, errors: &mut Errors) -> Option<BTreeMap<String, SinkC
     let mut sinks = BTreeMap::new();
     let mut complete = true;
     for entry in map.entries() {
-        let name_ok = is_sink_name(&entry.key);
+        let name_ok = crate::sinks::is_plain_name(&entry.key);
         if !name_ok {
             errors.push(yaml::Error {
                 span: entry.key_span,
@@ -109,17 +109,6 @@ fn read_sinks(node: &Node, errors: &mut Errors) -> Option<BTreeMap<String, SinkC
     }
     map.abandon();
     complete.then_some(sinks)
-}
-
-/// Sink names become metric labels, log fields and file names (cursors, dead letters), so
-/// they are kept plain and start with a letter or digit (never `.` or `..`).
-fn is_sink_name(name: &str) -> bool {
-    name.bytes()
-        .next()
-        .is_some_and(|byte| byte.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
 }
 
 fn read_sink(node: &Node, errors: &mut Errors) -> Option<SinkConfig> {
