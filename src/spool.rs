@@ -598,7 +598,7 @@ impl Reader {
         let mut payload = vec![0u8; len];
         open.file.read_exact(&mut payload).map_err(read_failed)?;
         record::verify_checksum(&payload, crc).map_err(corrupt)?;
-        let record = Record::decode_payload(&payload).map_err(corrupt)?;
+        let record = Record::decode_payload(payload.into()).map_err(corrupt)?;
         let next = offset + (FRAME_HEADER_BYTES + len) as u64;
         open.position = next;
         Ok(Some(Entry {

@@ -29,6 +29,25 @@ fn record(n: usize) -> Record {
     }
 }
 
+/// Appends records 0..3 to a fresh spool in one segment, stops it, and adds `garbage` after
+/// them, as a crash might; returns the length of the good part.
+async fn write_three_then_garbage(dir: &std::path::Path, garbage: &[u8]) -> u64 {
+    let spool = Spool::open(SpoolOptions {
+        segment_bytes: 1 << 20,
+        ..options(dir)
+    })
+    .unwrap();
+    for n in 0..3 {
+        spool.append(&record(n)).await.unwrap();
+    }
+    drop(spool);
+    let segment = dir.join("spool").join(format!("{:020}.log", 0));
+    let good_len = std::fs::metadata(&segment).unwrap().len();
+    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+    file.write_all(garbage).unwrap();
+    good_len
+}
+
 fn read_all(spool: &Spool, from: u64) -> Vec<Record> {
     let mut reader = spool.reader(from);
     let mut records = Vec::new();
@@ -94,19 +113,8 @@ async fn concurrent_appends_all_land_with_distinct_offsets() {
 #[tokio::test]
 async fn a_torn_tail_is_truncated_on_open_and_appends_continue_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(SpoolOptions {
-        segment_bytes: 1 << 20,
-        ..options(dir.path())
-    })
-    .unwrap();
-    for n in 0..3 {
-        spool.append(&record(n)).await.unwrap();
-    }
-    drop(spool);
-    let segment = dir.path().join("spool").join(format!("{:020}.log", 0));
-    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap(); // a frame cut short by a crash
-    drop(file);
+    // A frame cut short by a crash.
+    write_three_then_garbage(dir.path(), &[200, 0, 0, 0, 1, 2, 3, 4, 5]).await;
 
     let spool = Spool::open(options(dir.path())).unwrap();
     spool.append(&record(3)).await.unwrap();
@@ -205,20 +213,8 @@ async fn retention_keeps_delivered_segments_until_they_are_old_enough() {
 #[tokio::test]
 async fn a_zero_filled_tail_is_cut_on_open_and_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(SpoolOptions {
-        segment_bytes: 1 << 20,
-        ..options(dir.path())
-    })
-    .unwrap();
-    for n in 0..3 {
-        spool.append(&record(n)).await.unwrap();
-    }
-    drop(spool);
-    let segment = dir.path().join("spool").join(format!("{:020}.log", 0));
-    let good_len = std::fs::metadata(&segment).unwrap().len();
-    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&[0u8; 64]).unwrap(); // what delayed allocation can leave after power loss
-    drop(file);
+    // What delayed allocation can leave after a power loss.
+    let good_len = write_three_then_garbage(dir.path(), &[0u8; 64]).await;
 
     let spool = Spool::open(options(dir.path())).unwrap();
     spool.append(&record(3)).await.unwrap();

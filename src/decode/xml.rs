@@ -99,6 +99,14 @@ pub(crate) fn to_json(
                 problem,
             }
         };
+        let malformed = |source: quick_xml::Error| {
+            let (line, column) = at(event_start);
+            DecodeError::MalformedXml {
+                line,
+                column,
+                source,
+            }
+        };
         match event {
             Event::Start(_) | Event::Empty(_) if root.is_some() => {
                 return Err(invalid("a second root element".to_owned()));
@@ -133,14 +141,9 @@ pub(crate) fn to_json(
             }
             Event::End(_) => close(&mut stack, &namespaces, visitor, &mut root)?,
             Event::Text(content) => {
-                let content = content.xml10_content().map_err(|source| {
-                    let (line, column) = at(event_start);
-                    DecodeError::MalformedXml {
-                        line,
-                        column,
-                        source: source.into(),
-                    }
-                })?;
+                let content = content
+                    .xml10_content()
+                    .map_err(|source| malformed(source.into()))?;
                 match stack.last_mut() {
                     Some(frame) => frame.push_text(content),
                     None if content.trim().is_empty() => {}
@@ -148,14 +151,9 @@ pub(crate) fn to_json(
                 }
             }
             Event::CData(content) => {
-                let content = content.xml10_content().map_err(|source| {
-                    let (line, column) = at(event_start);
-                    DecodeError::MalformedXml {
-                        line,
-                        column,
-                        source: source.into(),
-                    }
-                })?;
+                let content = content
+                    .xml10_content()
+                    .map_err(|source| malformed(source.into()))?;
                 match stack.last_mut() {
                     Some(frame) => frame.push_text(content),
                     None => return Err(invalid("CDATA outside the root element".to_owned())),

@@ -86,8 +86,9 @@ impl Record {
         out.len()
     }
 
-    /// Decodes a payload whose frame checksum has already been verified.
-    pub fn decode_payload(payload: &[u8]) -> Result<Record, RecordError> {
+    /// Decodes a payload whose frame checksum has already been verified. The envelope and
+    /// body share the payload's buffer rather than being copied out of it.
+    pub fn decode_payload(payload: Bytes) -> Result<Record, RecordError> {
         let (&version, rest) = payload.split_first().ok_or(RecordError::Truncated)?;
         if version != FORMAT_VERSION {
             return Err(RecordError::UnsupportedVersion(version));
@@ -98,8 +99,8 @@ impl Record {
             .map_err(|err| RecordError::BadRoutes(err.to_string()))?;
         Ok(Record {
             routes,
-            envelope: Bytes::copy_from_slice(envelope),
-            body: Bytes::copy_from_slice(body),
+            envelope: payload.slice_ref(envelope),
+            body: payload.slice_ref(body),
         })
     }
 }
@@ -162,7 +163,7 @@ mod tests {
             .get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len)
             .ok_or(RecordError::Truncated)?;
         verify_checksum(payload, crc)?;
-        Record::decode_payload(payload)
+        Record::decode_payload(Bytes::copy_from_slice(payload))
     }
 
     #[test]

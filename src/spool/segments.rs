@@ -174,7 +174,7 @@ fn valid_prefix_len(mut reader: impl Read, len: u64) -> u64 {
         payload.resize(payload_len, 0);
         if reader.read_exact(&mut payload).is_err()
             || record::verify_checksum(&payload, crc).is_err()
-            || record::Record::decode_payload(&payload).is_err()
+            || record::Record::decode_payload(bytes::Bytes::copy_from_slice(&payload)).is_err()
         {
             return valid;
         }

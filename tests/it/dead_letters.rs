@@ -15,20 +15,10 @@ fn rules_with_path(path: &str) -> String {
     )
 }
 
-async fn get(relay: &Relay, path: &str) -> (u16, Value) {
-    let response = relay
-        .client
-        .get(relay.admin_url(path))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 async fn wait_for_dead_letters(relay: &Relay, count: usize) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, listed) = get(relay, "/dead-letters").await;
+        let (_, listed) = relay.admin_get("/dead-letters").await;
         if listed["count"] == count || tokio::time::Instant::now() > deadline {
             return listed;
         }
@@ -38,10 +28,8 @@ async fn wait_for_dead_letters(relay: &Relay, count: usize) -> Value {
 
 #[tokio::test]
 async fn a_permanent_failure_becomes_a_dead_letter_that_can_be_replayed_after_a_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules_with_path("out/{{ form.missing }}.jsonl")).unwrap();
-    let relay = Relay::start(&format!("rules: {}\n{OPEN}", rules_path.display())).await;
+    let (relay, rules_path, _dir) =
+        Relay::start_with_rules(&rules_with_path("out/{{ form.missing }}.jsonl"), OPEN).await;
     for n in 0..2 {
         let response = relay
             .post("/ingest/hq", "text/xml", form_xml(&format!("f{n}")))
@@ -60,12 +48,17 @@ async fn a_permanent_failure_becomes_a_dead_letter_that_can_be_replayed_after_a_
         "{first}"
     );
     let id = first["envelope_id"].as_str().unwrap();
-    let (status, shown) = get(&relay, &format!("/dead-letters/archive/{id}")).await;
+    let (status, shown) = relay
+        .admin_get(&format!("/dead-letters/archive/{id}"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(shown["envelope"]["id"], id);
     assert!(!shown["body_base64"].as_str().unwrap().is_empty());
-    assert_eq!(get(&relay, "/dead-letters/archive/nope").await.0, 404);
-    assert_eq!(get(&relay, "/dead-letters?sink=other").await.1["count"], 0);
+    assert_eq!(relay.admin_get("/dead-letters/archive/nope").await.0, 404);
+    assert_eq!(
+        relay.admin_get("/dead-letters?sink=other").await.1["count"],
+        0
+    );
 
     std::fs::write(&rules_path, rules_with_path("out/fixed.jsonl")).unwrap();
     let reloaded = relay
@@ -87,7 +80,7 @@ async fn a_permanent_failure_becomes_a_dead_letter_that_can_be_replayed_after_a_
     let delivered = relay.wait_for_output(2).await;
     assert_eq!(delivered.len(), 2);
     assert_eq!(
-        get(&relay, "/dead-letters").await.1["count"],
+        relay.admin_get("/dead-letters").await.1["count"],
         0,
         "replayed letters are gone"
     );
@@ -96,10 +89,8 @@ async fn a_permanent_failure_becomes_a_dead_letter_that_can_be_replayed_after_a_
 
 #[tokio::test]
 async fn dead_letters_can_be_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules_with_path("out/{{ form.missing }}.jsonl")).unwrap();
-    let relay = Relay::start(&format!("rules: {}\n{OPEN}", rules_path.display())).await;
+    let (relay, _rules_path, _dir) =
+        Relay::start_with_rules(&rules_with_path("out/{{ form.missing }}.jsonl"), OPEN).await;
     relay.post("/ingest/hq", "text/xml", form_xml("f1")).await;
     wait_for_dead_letters(&relay, 1).await;
     let purge = relay
@@ -110,6 +101,6 @@ async fn dead_letters_can_be_purged() {
         .unwrap();
     let answer: Value = purge.json().await.unwrap();
     assert_eq!(answer["purged"], 1);
-    assert_eq!(get(&relay, "/dead-letters").await.1["count"], 0);
+    assert_eq!(relay.admin_get("/dead-letters").await.1["count"], 0);
     relay.stop().await;
 }

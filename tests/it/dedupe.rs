@@ -50,15 +50,7 @@ async fn a_resent_payload_is_answered_as_a_duplicate_and_not_routed_again() {
 
     let output = relay.wait_for_output(2).await;
     assert_eq!(output.len(), 2);
-    let metrics = relay
-        .client
-        .get(relay.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = relay.metrics().await;
     assert!(
         metrics.contains("ccrelay_ingress_duplicates_total{source=\"*\"} 1"),
         "{metrics}"

@@ -106,6 +106,39 @@ impl Relay {
             .expect("ingress answers")
     }
 
+    /// Starts a relay that serves `rules` from a file the test may rewrite; keep the returned
+    /// folder alive as long as the relay.
+    pub async fn start_with_rules(rules: &str, extra: &str) -> (Relay, PathBuf, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rules_path = dir.path().join("rules.yaml");
+        std::fs::write(&rules_path, rules).expect("write the rules file");
+        let relay = Relay::start(&format!("rules: {}\n{extra}", rules_path.display())).await;
+        (relay, rules_path, dir)
+    }
+
+    /// `GET` on the admin listener: the status and the JSON answer.
+    pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("admin answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("admin answers JSON"))
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("admin answers");
+        response.text().await.expect("metrics are text")
+    }
+
     /// Waits until the file sink holds at least `count` envelopes, and returns them all.
     pub async fn wait_for_output(&self, count: usize) -> Vec<serde_json::Value> {
         wait_for_output(&self.data_dir, count).await

@@ -206,14 +206,7 @@ async fn the_admin_listener_reports_health_readiness_and_metrics() {
     );
     let ready = client.get(relay.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = client
-        .get(relay.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = relay.metrics().await;
     for expected in [
         "ccrelay_ingress_requests_total{source=\"*\",status=\"202\"} 1",
         "ccrelay_ingress_requests_total{source=\"*\",status=\"422\"} 1",

@@ -19,23 +19,11 @@ fn rules_to(sink: &str) -> String {
 const BROKEN: &str = "version: 1\nsinks:\n  a: { type: file, path: \"out/a.jsonl\" }\nrules:\n  - name: broken\n    when: { kind: { like: form } }\n    to: [nowhere]\n";
 
 async fn start_with_rules(rules: &str) -> (Relay, std::path::PathBuf, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules).unwrap();
-    let relay = Relay::start(&format!("rules: {}\n{OPEN}", rules_path.display())).await;
-    (relay, rules_path, dir)
+    Relay::start_with_rules(rules, OPEN).await
 }
 
 async fn status(relay: &Relay) -> Value {
-    relay
-        .client
-        .get(relay.admin_url("/rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    relay.admin_get("/rules").await.1
 }
 
 async fn reload(relay: &Relay) -> (u16, Value) {
@@ -109,15 +97,7 @@ async fn a_broken_rules_file_is_refused_and_the_old_rules_keep_serving() {
     relay.wait_for_output(1).await;
     assert!(relay.data_dir.join("out/a/form.jsonl").exists());
 
-    let metrics = relay
-        .client
-        .get(relay.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = relay.metrics().await;
     assert!(
         metrics.contains("ccrelay_rules_reloads_total{result=\"failure\"} 1"),
         "{metrics}"
