@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::backlog::Backlogs;
 use crate::dead_letter::{DeadLetter, DeadLetters, Filter};
 use crate::live_rules::{LiveRules, Reloaded};
 use crate::metrics::Metrics;
@@ -25,6 +26,7 @@ pub struct AdminState {
     pub ingress_ready: Arc<AtomicBool>,
     pub rules: Arc<LiveRules>,
     pub dead_letters: DeadLetters,
+    pub backlogs: Backlogs,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -69,6 +71,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .metrics
         .spool_disk_bytes
         .set(state.spool.disk_bytes() as i64);
+    state.backlogs.publish();
     (
         [(
             header::CONTENT_TYPE,

@@ -25,6 +25,7 @@ use crate::ingress::{self, IngressState};
 use crate::live_rules::{self, LiveRules};
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
+use crate::recover;
 use crate::rules::RuleSet;
 use crate::spool::{Spool, SpoolOptions};
 
@@ -81,15 +82,20 @@ pub async fn run(
         max_disk_bytes: config.spool.max_disk_bytes.get(),
     })
     .with_context(|| format!("cannot open the spool in {}", config.data_dir.display()))?;
-    let dedupe = {
-        let (spool, window) = (spool.clone(), config.ingress.dedupe_window);
+    let recovered = {
+        let (spool, window, metrics) = (
+            spool.clone(),
+            config.ingress.dedupe_window,
+            Arc::clone(&metrics),
+        );
         tokio::task::spawn_blocking(move || {
-            DedupeIndex::rebuild(&spool, window, jiff::Timestamp::now())
+            recover::recover(&spool, window, &metrics, jiff::Timestamp::now())
         })
         .await
-        .context("rebuilding the dedupe index panicked")?
-        .context("cannot rebuild the dedupe index from the spool")?
+        .context("reading the spool back at start panicked")?
+        .context("cannot read the spool back at start")?
     };
+    let (dedupe, backlogs) = (recovered.dedupe, recovered.backlogs);
     let dedupe = Arc::new(dedupe);
     let (live_rules, swapped) = LiveRules::load(
         config.rules_path.as_deref(),
@@ -104,6 +110,7 @@ pub async fn run(
         DeadLetters::new(&config.data_dir),
         Arc::clone(&metrics),
         config.data_dir.clone(),
+        backlogs.clone(),
     );
     supervisor.sync(live_rules.current());
     forget_orphan_cursors(&spool, &live_rules.current());
@@ -128,6 +135,7 @@ pub async fn run(
         ingress_ready: Arc::clone(&ingress_ready),
         rules: Arc::clone(&live_rules),
         dead_letters: DeadLetters::new(&config.data_dir),
+        backlogs: backlogs.clone(),
     });
     let admin_server = axum::serve(listeners.admin, admin_router)
         .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
@@ -140,6 +148,7 @@ pub async fn run(
         spool: spool.clone(),
         quarantine: Quarantine::new(&config.data_dir),
         dedupe,
+        backlogs,
         metrics,
         in_flight: Arc::new(Semaphore::new(config.ingress.max_concurrent_requests.get())),
         shutdown: shutdown.clone(),

@@ -17,11 +17,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::spool::{Spool, SpoolError};
-
-/// How many records the start-up scan reads per batch.
-const SCAN_BATCH: usize = 1024;
-
 pub struct DedupeIndex {
     window: Duration,
     entries: Mutex<HashMap<u128, Seen>>,
@@ -53,57 +48,29 @@ impl DedupeIndex {
         }
     }
 
-    /// Rebuilds the index from the spool's records within the window. Blocking IO.
-    ///
-    /// # Errors
-    /// When the spool cannot be read.
-    pub fn rebuild(
-        spool: &Spool,
-        window: Duration,
-        now: jiff::Timestamp,
-    ) -> Result<DedupeIndex, SpoolError> {
-        let index = DedupeIndex::new(window);
-        let mut reader = spool.reader(spool.start());
-        let mut count = 0usize;
-        loop {
-            let batch = match reader.read_batch(SCAN_BATCH) {
-                Ok(batch) => batch,
-                Err(SpoolError::Corrupt { offset, source }) => {
-                    tracing::error!(offset, error = %source, "dedupe rebuild: skipping a damaged spool segment");
-                    if reader.skip_segment() {
-                        continue;
-                    }
-                    break;
-                }
-                Err(err) => return Err(err),
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for entry in batch {
-                let Ok(keyed) = serde_json::from_slice::<Keyed>(&entry.record.envelope) else {
-                    continue;
-                };
-                let (Ok(received_at), Ok(envelope_id)) = (
-                    keyed.received_at.parse::<jiff::Timestamp>(),
-                    keyed.id.parse::<uuid::Uuid>(),
-                ) else {
-                    continue;
-                };
-                if index.is_expired(received_at.as_second(), now) {
-                    continue;
-                }
-                let key = hash(&keyed.source, &keyed.dedupe_key);
-                let seen = Seen {
-                    envelope_id,
-                    accepted_at: received_at.as_second(),
-                };
-                index.lock().entry(key).or_insert(seen);
-                count += 1;
-            }
+    /// Adds a spooled envelope's key while the index is rebuilt at start (`recover`), unless
+    /// it is past the window. The first copy of a key wins, as it did when it was accepted.
+    pub fn note_spooled(&self, envelope_json: &[u8], now: jiff::Timestamp) -> bool {
+        let Ok(keyed) = serde_json::from_slice::<Keyed>(envelope_json) else {
+            return false;
+        };
+        let (Ok(received_at), Ok(envelope_id)) = (
+            keyed.received_at.parse::<jiff::Timestamp>(),
+            keyed.id.parse::<uuid::Uuid>(),
+        ) else {
+            return false;
+        };
+        if self.is_expired(received_at.as_second(), now) {
+            return false;
         }
-        tracing::info!(keys = count, "dedupe index rebuilt from the spool");
-        Ok(index)
+        let seen = Seen {
+            envelope_id,
+            accepted_at: received_at.as_second(),
+        };
+        self.lock()
+            .entry(hash(&keyed.source, &keyed.dedupe_key))
+            .or_insert(seen);
+        true
     }
 
     /// The first acceptance of `dedupe_key` on `source`, if it is within the window.

@@ -5,70 +5,63 @@
 //! Invariant: a sink's cursor never passes a record that is neither confirmed by the sink nor
 //! stored as a dead letter. A crash therefore re-delivers (at least once), never skips.
 
+mod settle;
+mod supervisor;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::backlog::Backlogs;
+use crate::dead_letter::DeadLetters;
 use crate::metrics::Metrics;
-use crate::rules::RuleSet;
+use crate::retry::RetryPolicy;
 use crate::sinks::{Delivery, Sink, SinkError};
 use crate::spool::{Entry, Spool};
+pub use settle::{Settled, Settler, Target};
+pub use supervisor::{Retirement, Supervisor};
 
 /// Records read from the spool per batch.
 const BATCH_RECORDS: usize = 512;
 /// After the first record arrives, how long to let more gather: one sync of the sink and one
 /// cursor write then cover many records instead of each small group commit.
 const BATCH_LINGER: Duration = Duration::from_millis(10);
-/// A cursor is written at most this often while records keep coming, and whenever the sink
-/// goes idle or stops. A crash re-delivers at most what was confirmed since the last write.
+/// A cursor is synced to disk at most this often while records keep coming, and whenever the
+/// sink goes idle or stops; in between it is written unsynced after every batch. A killed
+/// process re-delivers at most the batch in flight; a machine that loses power, at most what
+/// was confirmed since the last sync.
 const CURSOR_STORE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// When to try a failed delivery again.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub initial_delay: Duration,
-    pub max_delay: Duration,
+/// A sink in force and its retry settings, swapped together when a reload changes either.
+pub struct Active {
+    pub sink: Sink,
+    pub retry: RetryPolicy,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
-        RetryPolicy {
-            initial_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(300),
-        }
+impl Target for ArcSwap<Active> {
+    fn retry_policy(&self) -> RetryPolicy {
+        self.load().retry.clone()
     }
-}
 
-impl RetryPolicy {
-    /// The wait before attempt `attempt + 1`: exponential, capped, with up to 25% jitter so
-    /// that many queues recovering together do not retry in step. A sink's own Retry-After
-    /// wins when it is longer.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exponential = self.initial_delay.saturating_mul(1u32 << attempt.min(20));
-        let capped = exponential.min(self.max_delay);
-        let jitter = capped.mul_f64(fastrand::f64() * 0.25);
-        (capped + jitter).max(retry_after.unwrap_or_default())
+    async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), SinkError>> {
+        let active = self.load_full();
+        active.sink.deliver(batch).await
     }
 }
 
 pub struct Dispatcher {
     pub sink_name: String,
     /// Swapped when a rules reload changes the sink's settings.
-    pub sink: Arc<ArcSwap<Sink>>,
+    pub active: Arc<ArcSwap<Active>>,
     /// Set when the sink left the rules: the dispatcher delivers what was routed to it before
     /// that offset, then forgets its cursor and stops.
     pub retirement: Arc<Retirement>,
     pub spool: Spool,
     pub dead_letters: DeadLetters,
     pub metrics: Arc<Metrics>,
-    pub retry: RetryPolicy,
+    pub backlogs: Backlogs,
 }
 
 impl Dispatcher {
@@ -139,8 +132,21 @@ impl Dispatcher {
             let Some(end) = entries.last().map(|entry| entry.next) else {
                 continue;
             };
-            if !self.settle(entries, &shutdown).await {
-                break;
+            let deliveries = self.deliveries(entries);
+            let count = deliveries.len();
+            if count > 0 {
+                self.note_attempt(end);
+                let settler = Settler {
+                    sink_name: &self.sink_name,
+                    dead_letters: &self.dead_letters,
+                    metrics: &self.metrics,
+                };
+                if settler.settle(&*self.active, deliveries, &shutdown).await
+                    == Settled::Interrupted
+                {
+                    break;
+                }
+                self.backlogs.settled(&self.sink_name, count);
             }
             cursor.advance(end);
         }
@@ -149,69 +155,10 @@ impl Dispatcher {
 
     fn forget_cursor(&self) {
         tracing::info!(sink = %self.sink_name, "sink removed from the rules and drained; stopping its delivery");
+        self.backlogs.forget(&self.sink_name);
         if let Err(err) = self.spool.forget_cursor(&self.sink_name) {
             tracing::error!(sink = %self.sink_name, error = %err, "cannot forget the removed sink's cursor");
         }
-    }
-
-    /// Delivers every record of the batch routed to this sink until each is confirmed or
-    /// dead-lettered. Returns false when shutdown interrupted it.
-    async fn settle(&self, entries: Vec<Entry>, shutdown: &CancellationToken) -> bool {
-        let mut pending = self.deliveries(entries);
-        let first_attempt_at = jiff::Timestamp::now();
-        let mut attempt = 0u32;
-        while !pending.is_empty() {
-            attempt += 1;
-            let started = Instant::now();
-            let sink = self.sink.load_full();
-            let results = sink.deliver(&pending).await;
-            self.metrics
-                .sink_delivery_duration
-                .with_label_values(&[&self.sink_name])
-                .observe(started.elapsed().as_secs_f64());
-            let mut retry = Vec::new();
-            let mut retry_after = None;
-            for (delivery, result) in pending.into_iter().zip(results) {
-                let outcome = match result {
-                    Ok(()) => "delivered",
-                    Err(SinkError::Transient {
-                        reason,
-                        retry_after: after,
-                    }) => {
-                        tracing::warn!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, attempt, error = %reason, "delivery failed, will retry");
-                        retry_after = retry_after.max(after);
-                        retry.push(delivery);
-                        "retried"
-                    }
-                    Err(SinkError::Permanent { reason }) => {
-                        if self.dead_letter(&delivery, reason, attempt, first_attempt_at) {
-                            "failed"
-                        } else {
-                            retry.push(delivery);
-                            "retried"
-                        }
-                    }
-                };
-                self.metrics
-                    .sink_deliveries
-                    .with_label_values(&[&self.sink_name, outcome])
-                    .inc();
-            }
-            let healthy = if retry.is_empty() { 1 } else { 0 };
-            self.metrics
-                .sink_healthy
-                .with_label_values(&[&self.sink_name])
-                .set(healthy);
-            pending = retry;
-            if !pending.is_empty() {
-                let delay = self.retry.delay(attempt - 1, retry_after);
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => return false,
-                }
-            }
-        }
-        true
     }
 
     fn deliveries(&self, entries: Vec<Entry>) -> Vec<Delivery> {
@@ -251,39 +198,11 @@ impl Dispatcher {
         deliveries
     }
 
-    /// Stores a dead letter; false when it could not be stored, so the delivery stays pending
-    /// rather than being dropped.
-    fn dead_letter(
-        &self,
-        delivery: &Delivery,
-        reason: String,
-        attempts: u32,
-        first_attempt_at: jiff::Timestamp,
-    ) -> bool {
-        tracing::error!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, error = %reason, "delivery failed for good, storing a dead letter");
-        let letter = DeadLetter {
-            envelope_id: delivery.envelope_id.clone(),
-            route: delivery.route.clone(),
-            offset: delivery.offset,
-            reason,
-            attempts,
-            first_attempt_at: first_attempt_at.to_string(),
-            last_attempt_at: jiff::Timestamp::now().to_string(),
-            envelope: serde_json::from_str(&delivery.envelope).unwrap_or(serde_json::Value::Null),
-            body_base64: DeadLetter::encode_body(&delivery.body),
-        };
-        match self.dead_letters.store(&letter) {
-            Ok(_) => {
-                self.metrics
-                    .sink_dead_letters
-                    .with_label_values(&[&self.sink_name])
-                    .inc();
-                true
-            }
-            Err(err) => {
-                tracing::error!(sink = %self.sink_name, envelope_id = %letter.envelope_id, error = %err, "cannot store a dead letter, will try again");
-                false
-            }
+    /// Notes what is about to be handed to the sink, so that a start after a crash can count
+    /// the possible duplicates (`recover`).
+    fn note_attempt(&self, end: u64) {
+        if let Err(err) = self.spool.note_attempt(&self.sink_name, end) {
+            tracing::warn!(sink = %self.sink_name, error = %err, "cannot note the delivery in progress");
         }
     }
 }
@@ -311,11 +230,18 @@ impl<'a> CursorWriter<'a> {
         }
     }
 
-    /// Notes that everything before `offset` is settled, storing it if it is time.
+    /// Notes that everything before `offset` is settled: written at once, synced if it is
+    /// time.
     fn advance(&mut self, offset: u64) {
         self.pending = Some(offset);
         if self.last_stored.elapsed() >= CURSOR_STORE_INTERVAL {
             self.store_pending();
+        } else if let Err(err) = self
+            .dispatcher
+            .spool
+            .note_cursor(&self.dispatcher.sink_name, offset)
+        {
+            tracing::warn!(sink = %self.dispatcher.sink_name, error = %err, "cannot note the sink's cursor");
         }
     }
 
@@ -333,186 +259,5 @@ impl<'a> CursorWriter<'a> {
             self.pending = Some(offset);
         }
         self.last_stored = Instant::now();
-    }
-}
-
-/// The handshake between the supervisor and a dispatcher about retiring its sink, under one
-/// lock so that a sink re-added while its dispatcher is exiting is never left without one.
-#[derive(Default)]
-pub struct Retirement {
-    state: std::sync::Mutex<RetirementState>,
-    changed: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct RetirementState {
-    /// Drain up to here, then stop.
-    at: Option<u64>,
-    /// The dispatcher has stopped and forgotten its cursor.
-    exited: bool,
-    /// Bumped each time the sink is confirmed by a reload: a retirement decided before that
-    /// must not apply, since the rules in between may have routed records to the sink.
-    generation: u64,
-}
-
-impl Retirement {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RetirementState> {
-        self.state
-            .lock()
-            .expect("retirement lock is never poisoned")
-    }
-
-    /// Dispatcher side: when retired and drained to `position`, runs `on_exit` (store and
-    /// forget the cursor) under the lock and says to stop.
-    fn exit_if_drained(&self, position: u64, on_exit: impl FnOnce()) -> bool {
-        let mut state = self.lock();
-        if state.at.is_some_and(|end| position >= end) {
-            on_exit();
-            state.exited = true;
-            return true;
-        }
-        false
-    }
-
-    /// Supervisor side: keeps the dispatcher; false when it has already exited.
-    fn cancel(&self) -> bool {
-        let mut state = self.lock();
-        state.at = None;
-        state.generation += 1;
-        !state.exited
-    }
-
-    fn generation(&self) -> u64 {
-        self.lock().generation
-    }
-
-    fn has_exited(&self) -> bool {
-        self.lock().exited
-    }
-
-    /// Retires the sink at `end`, unless it was confirmed again since `generation`.
-    fn retire_at(&self, end: u64, generation: u64) {
-        let mut state = self.lock();
-        if !state.exited && state.generation == generation && state.at.is_none() {
-            state.at = Some(end);
-        }
-        drop(state);
-        self.changed.notify_one();
-    }
-}
-
-/// Keeps one dispatcher running per sink of the rules in force: starts them for new sinks,
-/// hands changed settings to running ones, and lets removed ones drain and stop.
-pub struct Supervisor {
-    pub spool: Spool,
-    pub dead_letters: DeadLetters,
-    pub metrics: Arc<Metrics>,
-    pub data_dir: PathBuf,
-    pub retry: RetryPolicy,
-    pub tracker: TaskTracker,
-    pub stop: CancellationToken,
-    running: HashMap<String, Running>,
-    /// The rules last synced with.
-    synced: Option<Arc<RuleSet>>,
-}
-
-struct Running {
-    sink: Arc<ArcSwap<Sink>>,
-    retirement: Arc<Retirement>,
-}
-
-impl Supervisor {
-    pub fn new(
-        spool: Spool,
-        dead_letters: DeadLetters,
-        metrics: Arc<Metrics>,
-        data_dir: PathBuf,
-    ) -> Supervisor {
-        Supervisor {
-            spool,
-            dead_letters,
-            metrics,
-            data_dir,
-            retry: RetryPolicy::default(),
-            tracker: TaskTracker::new(),
-            stop: CancellationToken::new(),
-            running: HashMap::new(),
-            synced: None,
-        }
-    }
-
-    /// Brings the running dispatchers in line with `rules`, the set just swapped in. Called
-    /// for every swap, in order.
-    ///
-    /// A sink `rules` drops still gets what the previous set routed to it: its dispatcher is
-    /// retired only once no request holds the previous set any more and the spool has written
-    /// every append queued before that, so no record routed to it can come after the end it
-    /// drains to.
-    pub fn sync(&mut self, rules: Arc<RuleSet>) {
-        // A retiring dispatcher stays listed until it has exited, so that a sink re-added
-        // meanwhile keeps its one dispatcher (and its cursor) instead of getting a second.
-        self.running.retain(|name, running| {
-            rules.sinks.contains_key(name) || !running.retirement.has_exited()
-        });
-        for (name, config) in &rules.sinks {
-            let sink = Sink::build(config, &self.data_dir);
-            let kept = self
-                .running
-                .get(name)
-                .is_some_and(|running| running.retirement.cancel());
-            match self.running.get(name) {
-                Some(running) if kept => running.sink.store(Arc::new(sink)),
-                // Not running, or its dispatcher exited after forgetting its cursor.
-                _ => {
-                    self.spool.register_at_end(name);
-                    self.start(name, sink);
-                }
-            }
-        }
-        let previous = self.synced.replace(Arc::clone(&rules));
-        let removed: Vec<(Arc<Retirement>, u64)> = self
-            .running
-            .iter()
-            .filter(|(name, _)| !rules.sinks.contains_key(*name))
-            .map(|(name, running)| {
-                tracing::info!(sink = %name, "sink not in the rules; delivering what was routed to it, then stopping");
-                (Arc::clone(&running.retirement), running.retirement.generation())
-            })
-            .collect();
-        let Some(previous) = previous.filter(|_| !removed.is_empty()) else {
-            return;
-        };
-        let previous = Arc::downgrade(&previous);
-        let (spool, stop) = (self.spool.clone(), self.stop.clone());
-        self.tracker.spawn(async move {
-            while previous.strong_count() > 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-            spool.barrier().await;
-            let end = spool.durable_end();
-            for (retirement, generation) in removed {
-                retirement.retire_at(end, generation);
-            }
-        });
-    }
-
-    fn start(&mut self, name: &str, sink: Sink) {
-        let sink = Arc::new(ArcSwap::from_pointee(sink));
-        let retirement = Arc::new(Retirement::default());
-        let dispatcher = Dispatcher {
-            sink_name: name.to_string(),
-            sink: Arc::clone(&sink),
-            retirement: Arc::clone(&retirement),
-            spool: self.spool.clone(),
-            dead_letters: self.dead_letters.clone(),
-            metrics: Arc::clone(&self.metrics),
-            retry: self.retry.clone(),
-        };
-        self.tracker.spawn(dispatcher.run(self.stop.clone()));
-        self.running
-            .insert(name.to_string(), Running { sink, retirement });
     }
 }

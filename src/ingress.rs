@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::backlog::Backlogs;
 use crate::config::Config;
 use crate::dedupe::DedupeIndex;
 use crate::ingress::error::IngressError;
@@ -34,6 +35,7 @@ pub struct IngressState {
     pub spool: Spool,
     pub quarantine: Quarantine,
     pub dedupe: Arc<DedupeIndex>,
+    pub backlogs: Backlogs,
     pub metrics: Arc<Metrics>,
     /// Requests in progress; past the configured maximum, ingress answers 503.
     pub in_flight: Arc<Semaphore>,

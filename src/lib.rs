@@ -12,7 +12,10 @@
 //! - `rules`: which sinks an envelope goes to. No IO.
 //! - `live_rules`: the rule set in force, reloaded and swapped whole when the file changes.
 //! - `spool`: the durable log ingress appends to, and each sink's cursor in it.
-//! - `dispatch`: one loop per sink from the spool to the sink, with retries and dead letters.
+//! - `dispatch`: one loop per sink from the spool to the sink, settling every record.
+//! - `retry`: when a failed delivery is tried again, and when it becomes a dead letter.
+//! - `backlog`: records each sink has yet to settle; past a limit, ingress answers 503.
+//! - `recover`: what a start reads back from the spool (dedupe keys, backlogs, duplicates).
 //! - `sinks`: the file sink (more to come), each confirming what it accepts.
 //! - `dedupe`: the keys each source accepted recently, so resends are answered, not routed.
 //! - `quarantine`, `dead_letter`: where refused payloads and failed deliveries are kept.
@@ -25,6 +28,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backlog;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;
@@ -37,6 +41,8 @@ pub mod ingress;
 pub mod live_rules;
 pub mod metrics;
 pub mod quarantine;
+pub mod recover;
+pub mod retry;
 pub mod rules;
 pub mod shutdown;
 pub mod sinks;

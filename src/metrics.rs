@@ -26,9 +26,19 @@ pub struct Metrics {
     pub sink_delivery_duration: HistogramVec,
     pub sink_dead_letters: IntCounterVec,
     pub sink_healthy: IntGaugeVec,
+    pub sink_routed: IntCounterVec,
+    pub sink_backlog: IntGaugeVec,
+    pub sink_latency: HistogramVec,
+    pub sink_redelivered: IntCounterVec,
     pub rules_reloads: IntCounterVec,
     pub rules_unmatched: IntCounterVec,
 }
+
+/// From acceptance to confirmation: milliseconds when all is well, hours in an outage.
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0, 21600.0, 86400.0,
+];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -79,6 +89,26 @@ impl Metrics {
         .expect("metric definitions are valid");
         registry
             .register(Box::new(spool_disk_bytes.clone()))
+            .expect("metric names are unique");
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let sink_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "ccrelay_sink_delivery_latency_seconds",
+                "Time from accepting an envelope to its sink confirming it",
+            )
+            .buckets(END_TO_END_BUCKETS.to_vec()),
+            &["sink"],
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(sink_latency.clone()))
             .expect("metric names are unique");
         let sink_healthy = IntGaugeVec::new(
             Opts::new(
@@ -133,7 +163,8 @@ impl Metrics {
             spool_disk_bytes,
             sink_deliveries: counter_vec(
                 "ccrelay_sink_deliveries_total",
-                "Delivery attempts by sink and outcome (delivered, retried, failed)",
+                "Envelope delivery attempts by sink and outcome: delivered (confirmed), retried \
+             (failed, will retry) or failed (given up: permanent failure or retries exhausted)",
                 &["sink", "outcome"],
             ),
             sink_delivery_duration: histogram_vec(
@@ -147,6 +178,23 @@ impl Metrics {
                 &["sink"],
             ),
             sink_healthy,
+            sink_routed: counter_vec(
+                "ccrelay_sink_routed_total",
+                "Envelopes routed to the sink and durably spooled",
+                &["sink"],
+            ),
+            sink_backlog: gauge_vec(
+                "ccrelay_sink_backlog_records",
+                "Envelopes routed to the sink and not yet delivered or dead-lettered",
+                &["sink"],
+            ),
+            sink_latency,
+            sink_redelivered: counter_vec(
+                "ccrelay_sink_redelivered_total",
+                "Envelopes handed to the sink before an unclean stop and handed again after \
+                 the restart: the possible duplicates",
+                &["sink"],
+            ),
             rules_reloads: counter_vec(
                 "ccrelay_rules_reloads_total",
                 "Rules file reloads by result (success, unchanged, failure)",

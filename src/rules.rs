@@ -29,6 +29,7 @@ use std::fmt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::retry::RetryPolicy;
 use crate::sinks::SinkConfig;
 use crate::spool::Route;
 use crate::yaml;
@@ -58,6 +59,10 @@ pub const DEFAULT_ARCHIVE_PATH: &str = "out/{{ kind }}/{{ received_at | date }}.
 /// A file sink's `max_file_bytes` when the file does not say: 256 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// A sink's `max_backlog` when the file does not say. With 2 KB forms that is a few GB of
+/// spool: far more than a short outage needs, well before the disk fills.
+pub const DEFAULT_MAX_BACKLOG: u64 = 1_000_000;
+
 /// How many hex digits of the file's SHA-256 make its version.
 const VERSION_HEX_DIGITS: usize = 12;
 
@@ -65,13 +70,24 @@ const VERSION_HEX_DIGITS: usize = 12;
 #[derive(Debug)]
 pub struct RuleSet {
     /// The sinks the file defines, by name; the app builds one sink from each.
-    pub sinks: BTreeMap<String, SinkConfig>,
+    pub sinks: BTreeMap<String, SinkSpec>,
     rules: Vec<Rule>,
     unmatched: Vec<String>,
     index: Index,
     tests: Vec<TestCase>,
     origin: String,
     version: String,
+}
+
+/// A sink as the rules file defines it: where it sends, and how dispatch treats its failures
+/// and its backlog.
+#[derive(Clone, Debug)]
+pub struct SinkSpec {
+    pub config: SinkConfig,
+    pub retry: RetryPolicy,
+    /// Records routed to the sink and not yet settled, past which ingress answers 503 to
+    /// what would be routed to it.
+    pub max_backlog: u64,
 }
 
 #[derive(Debug)]

@@ -44,6 +44,8 @@ const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Roughly the most one `read_batch` returns, so a reader's memory does not grow with the
 /// body size limit times the batch size.
 const READ_BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// Records per read when scanning the whole spool at start.
+const SCAN_BATCH_RECORDS: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct SpoolOptions {
@@ -264,6 +266,7 @@ impl Spool {
             .lock()
             .expect("cursor lock is never poisoned")
             .remove(name);
+        let _ = fs::remove_file(self.attempt_path(name));
         let path = self.shared.cursor_dir.join(name);
         match fs::remove_file(&path) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io_error(&path)(err)),
@@ -271,16 +274,30 @@ impl Spool {
         }
     }
 
-    /// Records that consumer `name` is done with everything before `offset`.
+    /// Records that consumer `name` is done with everything before `offset`, durably.
     ///
     /// # Errors
     /// When the cursor file cannot be written.
     pub fn store_cursor(&self, name: &str, offset: u64) -> Result<()> {
+        self.write_cursor(name, offset, true)
+    }
+
+    /// Records the same without waiting for the disk: it survives the process being killed,
+    /// not the machine losing power. Cheap enough for every batch, so that a killed relay
+    /// re-delivers little more than the batch in flight.
+    ///
+    /// # Errors
+    /// When the cursor file cannot be written.
+    pub fn note_cursor(&self, name: &str, offset: u64) -> Result<()> {
+        self.write_cursor(name, offset, false)
+    }
+
+    fn write_cursor(&self, name: &str, offset: u64, sync: bool) -> Result<()> {
         let path = self.shared.cursor_dir.join(name);
         let temporary = self.shared.cursor_dir.join(format!(".{name}.tmp"));
         let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
         file.write_all(offset.to_string().as_bytes())
-            .and_then(|()| file.sync_data())
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
             .map_err(io_error(&temporary))?;
         fs::rename(&temporary, &path).map_err(io_error(&path))?;
         self.shared
@@ -289,6 +306,54 @@ impl Spool {
             .expect("cursor lock is never poisoned")
             .insert(name.to_string(), offset);
         Ok(())
+    }
+
+    /// Notes that consumer `name` is handing the records before `end` to its sink. After an
+    /// unclean stop, the records between its cursor and this end may have reached the sink
+    /// already: they are the possible duplicates. Not synced, like `note_cursor`.
+    ///
+    /// # Errors
+    /// When the note cannot be written.
+    pub fn note_attempt(&self, name: &str, end: u64) -> Result<()> {
+        let path = self.attempt_path(name);
+        fs::write(&path, end.to_string()).map_err(io_error(&path))
+    }
+
+    /// The end consumer `name` last noted with `note_attempt`, if any.
+    pub fn attempted(&self, name: &str) -> Option<u64> {
+        let text = fs::read_to_string(self.attempt_path(name)).ok()?;
+        text.trim().parse().ok()
+    }
+
+    fn attempt_path(&self, name: &str) -> PathBuf {
+        // A dot file, so that it is never taken for a consumer's cursor.
+        self.shared.cursor_dir.join(format!(".{name}.attempted"))
+    }
+
+    /// Calls `visit` on every durable record from `offset` on, in order, skipping the
+    /// damaged rest of a segment as readers do. Blocking IO.
+    ///
+    /// # Errors
+    /// When the spool cannot be read.
+    pub fn scan(&self, offset: u64, mut visit: impl FnMut(&Entry)) -> Result<()> {
+        let mut reader = self.reader(offset);
+        loop {
+            let batch = match reader.read_batch(SCAN_BATCH_RECORDS) {
+                Ok(batch) => batch,
+                Err(SpoolError::Corrupt { offset, source }) => {
+                    tracing::error!(offset, error = %source, "spool scan: skipping a damaged segment");
+                    if reader.skip_segment() {
+                        continue;
+                    }
+                    return Ok(());
+                }
+                Err(err) => return Err(err),
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            batch.iter().for_each(&mut visit);
+        }
     }
 
     /// A reader starting at `offset`.

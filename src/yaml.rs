@@ -222,6 +222,31 @@ impl Node {
         }
     }
 
+    /// A positive duration written the way operators write them: `500ms`, `30s`, `5m`,
+    /// `2h`, `7d`, or combined (`1h 30m`); ISO 8601 (`PT5M`) is read too.
+    pub fn as_duration(&self, errors: &mut Errors) -> Option<std::time::Duration> {
+        if self.describe() == "an integer" {
+            // A bare number could mean seconds or milliseconds; make the unit explicit.
+            return self.mismatch("a duration with a unit such as `10s` or `500ms`", errors);
+        }
+        self.parse_str(errors, |text| {
+            let wrong = || {
+                format!(
+                    "expected a duration such as `500ms`, `30s`, `5m`, `2h` or `7d`, found `{text}`"
+                )
+            };
+            // A span, not a SignedDuration, so that days are allowed (counted as 24 hours).
+            let span: jiff::Span = text.trim().parse().map_err(|_| wrong())?;
+            let parsed = span
+                .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .map_err(|_| wrong())?;
+            std::time::Duration::try_from(parsed)
+                .ok()
+                .filter(|duration| !duration.is_zero())
+                .ok_or_else(|| format!("expected a positive duration, found `{text}`"))
+        })
+    }
+
     /// Calls `visit` on every scalar that is a value (not a key), depth first in text order.
     /// The config uses it for `${VAR}` substitution, which must keep positions right.
     pub fn visit_scalars_mut(&mut self, visit: &mut dyn FnMut(&mut Scalar, Span, &str)) {

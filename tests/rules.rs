@@ -4,6 +4,7 @@
 //! runner for a rules file's own `tests:`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -568,7 +569,8 @@ fn the_embedded_default_archives_everything() {
     let rules = RuleSet::embedded_default();
     assert_eq!(rules.rule_count(), 1);
     assert_eq!(rules.sink_names().collect::<Vec<_>>(), ["archive"]);
-    let Some(SinkConfig::File(archive)) = rules.sinks.get("archive") else {
+    let Some(SinkConfig::File(archive)) = rules.sinks.get("archive").map(|spec| &spec.config)
+    else {
         panic!("archive is a file sink");
     };
     assert_eq!(archive.path.source(), rules::DEFAULT_ARCHIVE_PATH);
@@ -629,7 +631,7 @@ unmatched: [lost]
 rules.yaml:3:32: sinks.archive.path: template `out/{{ kind }.jsonl`: syntax error: unexpected `}`, expected end of variable block
 rules.yaml:4:18: sinks.queue.type: unknown sink type `amqp`, expected one of: file (amqp, kafka and http sinks are planned)
 rules.yaml:5:10: sinks.files: missing field `path`
-rules.yaml:5:24: sinks.files.paht: unknown field `paht` (did you mean `path`?), expected one of: type, path, max_file_bytes
+rules.yaml:5:24: sinks.files.paht: unknown field `paht` (did you mean `path`?), expected one of: type, retry, max_backlog, path, max_file_bytes
 rules.yaml:5:49: sinks.files.max_file_bytes: expected an integer, found a string
 rules.yaml:8:39: rules[0].when["form.xmlns"].equals: unknown operator `equals`, expected one of: eq, ne, in, not_in, exists, starts_with, ends_with, contains, matches, gt, gte, lt, lte
 rules.yaml:9:19: rules[0].to[1]: unknown sink `archiv` (did you mean `archive`?), expected one of: archive, queue, files (the sinks defined under `sinks`)
@@ -793,5 +795,52 @@ tests:
     assert_eq!(
         explained.routes[0].destination,
         Ok("2024-01-01/apps/x1".to_owned())
+    );
+}
+
+#[test]
+fn each_sink_has_retry_limits_and_a_max_backlog_with_defaults() {
+    let rules = parse(
+        "version: 1
+sinks:
+  patient: { type: file, path: a.jsonl, max_backlog: 5000, retry: { initial_delay: 2s, max_delay: 10m, max_attempts: 8, max_age: none } }
+  plain: { type: file, path: b.jsonl }
+rules:
+  - { name: all, to: [patient, plain] }
+",
+    );
+    let patient = &rules.sinks["patient"];
+    assert_eq!(patient.max_backlog, 5000);
+    assert_eq!(
+        patient.retry,
+        ccrelay::retry::RetryPolicy {
+            initial_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(600),
+            max_attempts: Some(8),
+            max_age: None,
+        }
+    );
+    let plain = &rules.sinks["plain"];
+    assert_eq!(plain.max_backlog, rules::DEFAULT_MAX_BACKLOG);
+    assert_eq!(plain.retry, ccrelay::retry::RetryPolicy::default());
+}
+
+#[test]
+fn bad_retry_and_backlog_settings_are_reported_at_their_position() {
+    check_refused(
+        "version: 1
+sinks:
+  a: { type: file, path: a.jsonl, max_backlog: 0 }
+  b: { type: file, path: b.jsonl, retry: { initial_delay: 5, max_attempts: 0, max_age: forever, jitter: 1 } }
+  c: { type: file, path: c.jsonl, retry: { initial_delay: 10m, max_delay: 1m } }
+rules:
+  - { name: all, to: [a, b, c] }
+",
+        "rules.yaml:3:48: sinks.a.max_backlog: expected a positive number of records, found 0
+rules.yaml:4:59: sinks.b.retry.initial_delay: expected a duration with a unit such as `10s` or `500ms`, found an integer
+rules.yaml:4:76: sinks.b.retry.max_attempts: expected between 1 and 4294967295 attempts, or `none`, found 0
+rules.yaml:4:88: sinks.b.retry.max_age: expected a duration such as `500ms`, `30s`, `5m`, `2h` or `7d`, found `forever`
+rules.yaml:4:97: sinks.b.retry.jitter: unknown field `jitter`, expected one of: initial_delay, max_delay, max_age, max_attempts
+rules.yaml:5:42: sinks.c.retry: initial_delay (600s) is longer than max_delay (60s)",
     );
 }

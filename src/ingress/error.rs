@@ -44,6 +44,10 @@ pub enum IngressError {
     Spool(#[from] SpoolError),
     #[error("too many requests in progress")]
     Busy,
+    /// A sink the payload would go to already has `max_backlog` records waiting: taking more
+    /// would only grow a queue that is not moving. Nothing is stored; HQ retries later.
+    #[error("sink `{sink}` has {backlog} records waiting, its max_backlog")]
+    Backlogged { sink: String, backlog: u64 },
     /// Reading the body or storing the payload took longer than the request timeout; nothing
     /// was acknowledged, so the sender retries.
     #[error("request not completed within {}s", timeout.as_secs())]
@@ -64,6 +68,7 @@ impl IngressError {
             IngressError::Undecodable { source, .. } => source.kind(),
             IngressError::Quarantine(_)
             | IngressError::Busy
+            | IngressError::Backlogged { .. }
             | IngressError::TimedOut { .. }
             | IngressError::ShuttingDown => ErrorKind::Unavailable,
             IngressError::Spool(err) => err.kind(),

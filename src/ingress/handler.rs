@@ -198,6 +198,13 @@ async fn accept(
             .inc();
         tracing::warn!(envelope_id = %id, source = %request.source_name, %kind, "no rule matched; kept in the spool unrouted");
     }
+    let limit = |sink: &str| rules.sinks.get(sink).map(|spec| spec.max_backlog);
+    if let Some((sink, backlog)) = state.backlogs.full(&routes, limit) {
+        return Err(IngressError::Backlogged {
+            sink: sink.to_string(),
+            backlog,
+        });
+    }
     let record = Record {
         routes,
         envelope: Bytes::from(
@@ -208,6 +215,7 @@ async fn accept(
     let started = Instant::now();
     state.spool.append(&record).await?;
     drop(rules);
+    state.backlogs.routed(&record.routes);
     if let Some(key) = &dedupe_key {
         state.dedupe.insert(request.source_name, key, uuid, now);
     }

@@ -44,7 +44,7 @@ pub fn explain_with_body(rules: &RuleSet, envelope: &Value, body: &[u8]) -> Expl
         .route(envelope)
         .into_iter()
         .map(|route| {
-            let sink = rules.sinks.get(&route.sink);
+            let sink = rules.sinks.get(&route.sink).map(|spec| &spec.config);
             let destination = match sink {
                 Some(SinkConfig::File(file)) => {
                     file.path.render(envelope).map_err(|err| err.to_string())

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use super::condition::{Condition, read_condition};
 use super::shape::{Shape, read_shape};
 use super::testing::{TestCase, read_tests};
-use super::{DEFAULT_MAX_FILE_BYTES, Rule, VERSION};
+use super::{DEFAULT_MAX_BACKLOG, DEFAULT_MAX_FILE_BYTES, Rule, SinkSpec, VERSION};
+use crate::retry::RetryPolicy;
 use crate::sinks::{FileSinkConfig, SinkConfig};
 use crate::template::Template;
 use crate::yaml::{self, Errors, Node, Span, join_key, unknown_name_message};
@@ -20,7 +21,7 @@ const SINK_TYPES: [&str; 1] = ["file"];
 const PLANNED_SINK_TYPES: &str = "amqp, kafka and http sinks are planned";
 
 pub(super) struct Draft {
-    pub sinks: BTreeMap<String, SinkConfig>,
+    pub sinks: BTreeMap<String, SinkSpec>,
     pub rules: Vec<Rule>,
     pub unmatched: Vec<String>,
     pub tests: Vec<TestCase>,
@@ -80,7 +81,7 @@ pub(super) fn read_rules_file(root: &Node, errors: &mut Errors) -> Option<Draft>
     })
 }
 
-fn read_sinks(node: &Node, errors: &mut Errors) -> Option<BTreeMap<String, SinkConfig>> {
+fn read_sinks(node: &Node, errors: &mut Errors) -> Option<BTreeMap<String, SinkSpec>> {
     let map = node.as_map(errors)?;
     if map.entries().is_empty() {
         errors.push(node.error("expected at least one sink"));
@@ -111,14 +112,30 @@ fn read_sinks(node: &Node, errors: &mut Errors) -> Option<BTreeMap<String, SinkC
     complete.then_some(sinks)
 }
 
-fn read_sink(node: &Node, errors: &mut Errors) -> Option<SinkConfig> {
+fn read_sink(node: &Node, errors: &mut Errors) -> Option<SinkSpec> {
     let mut map = node.as_map(errors)?;
     let type_node = map.required("type", errors);
     let Some(type_name) = type_node.and_then(|node| node.as_str(errors)) else {
         map.abandon();
         return None;
     };
-    match type_name {
+    // What every type has; read before the type's own fields, which end with `finish`.
+    let retry = map
+        .optional("retry")
+        .map_or(Some(RetryPolicy::default()), |node| {
+            read_retry(node, errors)
+        });
+    let max_backlog = map
+        .optional("max_backlog")
+        .map_or(Some(DEFAULT_MAX_BACKLOG), |node| {
+            node.as_u64(errors).filter(|&records| {
+                if records == 0 {
+                    errors.push(node.error("expected a positive number of records, found 0"));
+                }
+                records > 0
+            })
+        });
+    let config = match type_name {
         "file" => {
             let path = map
                 .required("path", errors)
@@ -148,7 +165,65 @@ fn read_sink(node: &Node, errors: &mut Errors) -> Option<SinkConfig> {
             map.abandon();
             None
         }
+    };
+    Some(SinkSpec {
+        config: config?,
+        retry: retry?,
+        max_backlog: max_backlog?,
+    })
+}
+
+/// `retry: { initial_delay, max_delay, max_attempts, max_age }`, each optional.
+fn read_retry(node: &Node, errors: &mut Errors) -> Option<RetryPolicy> {
+    let defaults = RetryPolicy::default();
+    let mut map = node.as_map(errors)?;
+    let mut duration = |name, default| {
+        map.optional(name)
+            .map_or(Some(default), |node| node.as_duration(errors))
+    };
+    let initial_delay = duration("initial_delay", defaults.initial_delay);
+    let max_delay = duration("max_delay", defaults.max_delay);
+    // `max_age: none` and `max_attempts: none` lift the limit.
+    let max_age = match map.optional("max_age") {
+        None => Some(defaults.max_age),
+        Some(node) if is_none_word(node) => Some(None),
+        Some(node) => node.as_duration(errors).map(Some),
+    };
+    let max_attempts = match map.optional("max_attempts") {
+        None => Some(defaults.max_attempts),
+        Some(node) if is_none_word(node) => Some(None),
+        Some(node) => node
+            .as_u64(errors)
+            .and_then(|count| match u32::try_from(count) {
+                Ok(count) if count > 0 => Some(Some(count)),
+                _ => {
+                    errors.push(node.error(format!(
+                        "expected between 1 and {} attempts, or `none`, found {count}",
+                        u32::MAX
+                    )));
+                    None
+                }
+            }),
+    };
+    map.finish(errors);
+    let policy = RetryPolicy {
+        initial_delay: initial_delay?,
+        max_delay: max_delay?,
+        max_attempts: max_attempts?,
+        max_age: max_age?,
+    };
+    if policy.initial_delay > policy.max_delay {
+        errors.push(node.error(format!(
+            "initial_delay ({:?}) is longer than max_delay ({:?})",
+            policy.initial_delay, policy.max_delay
+        )));
+        return None;
     }
+    Some(policy)
+}
+
+fn is_none_word(node: &Node) -> bool {
+    matches!(&node.value, yaml::Value::Scalar(scalar) if scalar.text == "none")
 }
 
 /// A template compiled now, so a bad one is a load error at its line.

@@ -238,3 +238,28 @@ fn as_text_keeps_scalars_as_written() {
         "3:4: c: expected a string, found a list",
     );
 }
+
+#[test]
+fn durations_are_written_with_units_and_must_be_positive() {
+    use std::time::Duration;
+    check_read(
+        "a: 500ms\nb: 1h 30m\nc: 7d\nd: PT5M\ne: 10\nf: 0s\ng: soon\n",
+        |root, errors| {
+            let mut map = root.as_map(errors).unwrap();
+            let mut read = |name| {
+                map.required(name, errors)
+                    .and_then(|n| n.as_duration(errors))
+            };
+            assert_eq!(read("a"), Some(Duration::from_millis(500)));
+            assert_eq!(read("b"), Some(Duration::from_secs(5400)));
+            assert_eq!(read("c"), Some(Duration::from_secs(7 * 86_400)));
+            assert_eq!(read("d"), Some(Duration::from_secs(300)));
+            assert_eq!(read("e"), None);
+            assert_eq!(read("f"), None);
+            assert_eq!(read("g"), None);
+        },
+        "5:4: e: expected a duration with a unit such as `10s` or `500ms`, found an integer\n\
+         6:4: f: expected a positive duration, found `0s`\n\
+         7:4: g: expected a duration such as `500ms`, `30s`, `5m`, `2h` or `7d`, found `soon`",
+    );
+}
