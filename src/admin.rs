@@ -1,21 +1,25 @@
-//! Admin listener: health, readiness and metrics for operators and orchestrators, on its own
-//! address so it can stay private while ingress faces HQ.
+//! Admin listener: health, readiness and metrics for operators and orchestrators, the rules
+//! in force, dead letters and replay, on its own address so it can stay private while
+//! ingress faces HQ. The `ccrelay dlq` and `ccrelay replay` commands are its clients.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+mod dead_letters;
+
 use crate::backlog::Backlogs;
-use crate::dead_letter::{DeadLetter, DeadLetters, Filter};
+use crate::dead_letter::DeadLetters;
+use crate::ingress::error::{code_of, status_of};
 use crate::live_rules::{LiveRules, Reloaded};
 use crate::metrics::Metrics;
-use crate::spool::Record;
+use crate::replay::ReplayRequest;
 use crate::spool::Spool;
 
 #[derive(Clone)]
@@ -38,10 +42,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/rules/reload", post(reload_rules))
         .route(
             "/dead-letters",
-            get(list_dead_letters).delete(purge_dead_letters),
+            get(dead_letters::list_dead_letters).delete(dead_letters::purge_dead_letters),
         )
-        .route("/dead-letters/replay", post(replay_dead_letters))
-        .route("/dead-letters/{sink}/{envelope_id}", get(show_dead_letter))
+        .route(
+            "/dead-letters/replay",
+            post(dead_letters::replay_dead_letters),
+        )
+        .route(
+            "/dead-letters/{sink}/{envelope_id}",
+            get(dead_letters::show_dead_letter),
+        )
+        .route("/replay", post(replay))
         .with_state(state)
 }
 
@@ -108,21 +119,12 @@ async fn reload_rules(State(state): State<AdminState>) -> Response {
     }
 }
 
-/// A dead letter without its envelope and body, for listings.
-fn summary(letter: &DeadLetter) -> serde_json::Value {
-    json!({
-        "envelope_id": letter.envelope_id,
-        "sink": letter.route.sink,
-        "rule": letter.route.rule,
-        "kind": letter.envelope["kind"],
-        "reason": letter.reason,
-        "attempts": letter.attempts,
-        "first_attempt_at": letter.first_attempt_at,
-        "last_attempt_at": letter.last_attempt_at,
-    })
-}
-
-fn admin_error(status: StatusCode, code: &str, detail: impl std::fmt::Display) -> Response {
+/// A JSON error answer: `{"code", "detail"}`, the same shape ingress uses.
+pub(super) fn admin_error(
+    status: StatusCode,
+    code: &str,
+    detail: impl std::fmt::Display,
+) -> Response {
     (
         status,
         axum::Json(json!({ "code": code, "detail": detail.to_string() })),
@@ -130,120 +132,25 @@ fn admin_error(status: StatusCode, code: &str, detail: impl std::fmt::Display) -
         .into_response()
 }
 
-async fn find_letters(state: &AdminState, filter: Filter) -> Result<Vec<DeadLetter>, Response> {
-    let dead_letters = state.dead_letters.clone();
-    tokio::task::spawn_blocking(move || dead_letters.find(&filter))
-        .await
-        .expect("reading dead letters does not panic")
-        .map_err(|err| admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", err))
-}
-
-/// `GET /dead-letters?sink=&rule=&kind=&since=&until=`: the matching dead letters, summarised.
-async fn list_dead_letters(
+/// `POST /replay` with a JSON `ReplayRequest`: re-routes accepted envelopes from a time range
+/// through the rules in force and spools them again; answers with the counts.
+async fn replay(
     State(state): State<AdminState>,
-    Query(filter): Query<Filter>,
+    request: Result<axum::Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    match find_letters(&state, filter).await {
-        Ok(letters) => {
-            let listed: Vec<_> = letters.iter().map(summary).collect();
-            axum::Json(json!({ "count": listed.len(), "dead_letters": listed })).into_response()
-        }
-        Err(response) => response,
-    }
-}
-
-/// `GET /dead-letters/{sink}/{envelope_id}`: one dead letter in full, body included.
-async fn show_dead_letter(
-    State(state): State<AdminState>,
-    Path((sink, envelope_id)): Path<(String, String)>,
-) -> Response {
-    let dead_letters = state.dead_letters.clone();
-    let found = tokio::task::spawn_blocking(move || dead_letters.get(&sink, &envelope_id))
-        .await
-        .expect("reading a dead letter does not panic");
-    match found {
-        Ok(Some(letter)) => axum::Json(letter).into_response(),
-        Ok(None) => admin_error(StatusCode::NOT_FOUND, "not_found", "no such dead letter"),
-        Err(err) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", err),
-    }
-}
-
-/// `POST /dead-letters/replay?…`: spools each matching letter again for its sink, then deletes
-/// it. A letter whose sink is not in the rules in force is left where it is.
-async fn replay_dead_letters(
-    State(state): State<AdminState>,
-    Query(filter): Query<Filter>,
-) -> Response {
-    let letters = match find_letters(&state, filter).await {
-        Ok(letters) => letters,
-        Err(response) => return response,
-    };
-    let sinks = state
-        .rules
-        .current()
-        .sinks
-        .keys()
-        .cloned()
-        .collect::<Vec<_>>();
-    let (mut replayed, mut skipped) = (0usize, Vec::new());
-    for letter in letters {
-        if !sinks.contains(&letter.route.sink) {
-            skipped.push(json!({ "envelope_id": letter.envelope_id, "sink": letter.route.sink, "reason": "sink is not in the rules" }));
-            continue;
-        }
-        let body = match letter.body() {
-            Ok(body) => body,
-            Err(err) => {
-                skipped.push(json!({ "envelope_id": letter.envelope_id, "sink": letter.route.sink, "reason": format!("body is not base64: {err}") }));
-                continue;
-            }
-        };
-        let record = Record {
-            routes: vec![letter.route.clone()],
-            envelope: serde_json::to_vec(&letter.envelope)
-                .expect("JSON values serialise")
-                .into(),
-            body: body.into(),
-        };
-        // Deleted only once spooled again: a failure in between leaves a duplicate, not a loss.
-        if let Err(err) = state.spool.append(&record).await {
+    let axum::Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => {
             return admin_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("replayed {replayed}, then: {err}"),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
             );
         }
-        let dead_letters = state.dead_letters.clone();
-        let removed = tokio::task::spawn_blocking(move || dead_letters.remove(&letter))
-            .await
-            .expect("removing a dead letter does not panic");
-        if let Err(err) = removed {
-            tracing::error!(error = %err, "replayed dead letter could not be removed; it may be replayed twice");
-        }
-        replayed += 1;
-    }
-    axum::Json(json!({ "replayed": replayed, "skipped": skipped })).into_response()
-}
-
-/// `DELETE /dead-letters?…`: deletes the matching dead letters for good.
-async fn purge_dead_letters(
-    State(state): State<AdminState>,
-    Query(filter): Query<Filter>,
-) -> Response {
-    let letters = match find_letters(&state, filter).await {
-        Ok(letters) => letters,
-        Err(response) => return response,
     };
-    let dead_letters = state.dead_letters.clone();
-    let purged = tokio::task::spawn_blocking(move || {
-        letters.iter().try_fold(0usize, |count, letter| {
-            dead_letters.remove(letter).map(|()| count + 1)
-        })
-    })
-    .await
-    .expect("removing dead letters does not panic");
-    match purged {
-        Ok(purged) => axum::Json(json!({ "purged": purged })).into_response(),
-        Err(err) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", err),
+    let rules = state.rules.current();
+    match crate::replay::replay(&state.spool, &rules, &state.backlogs, &request).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(err) => admin_error(status_of(err.kind()), code_of(err.kind()), err),
     }
 }

@@ -1,5 +1,8 @@
 //! The command line: `serve` runs the relay; `parse` shows the envelope ccrelay makes of a
-//! payload, or the answer ingress would give it.
+//! payload, or the answer ingress would give it; `rules` checks and tests a rules file; `dlq`
+//! and `replay` act on a running relay through its admin listener (`remote`).
+
+mod remote;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,20 @@ pub enum Command {
     Rules {
         #[command(subcommand)]
         command: RulesCommand,
+    },
+    /// List, show, replay or purge the dead letters of a running relay.
+    Dlq {
+        #[command(subcommand)]
+        command: remote::DlqCommand,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// Route accepted envelopes from a time range again, through the rules now in force.
+    Replay {
+        #[command(flatten)]
+        args: remote::ReplayArgs,
+        #[command(flatten)]
+        remote: remote::Remote,
     },
     /// Print the envelope ccrelay makes of a payload, or the error ingress would answer.
     Parse {
@@ -135,6 +152,8 @@ pub fn main() -> ExitCode {
                     request,
                 },
         } => rules_test(&file, &payloads, &request),
+        Command::Dlq { command, remote } => remote::dlq(command, &remote),
+        Command::Replay { args, remote } => remote::replay(args, &remote),
         Command::Parse {
             file,
             request,

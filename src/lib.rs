@@ -42,6 +42,7 @@ pub mod live_rules;
 pub mod metrics;
 pub mod quarantine;
 pub mod recover;
+pub mod replay;
 pub mod retry;
 pub mod rules;
 pub mod shutdown;

@@ -81,7 +81,7 @@ impl IngressError {
     }
 }
 
-/// The HTTP status of an error class; the only such mapping in ccrelay.
+/// The HTTP status of an error class; the only such mapping in ccrelay (ingress and admin).
 pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -95,7 +95,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
-fn code_of(kind: ErrorKind) -> &'static str {
+pub fn code_of(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::BadRequest => "bad_request",
         ErrorKind::Unauthorized => "unauthorized",

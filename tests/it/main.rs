@@ -3,6 +3,7 @@
 
 mod dead_letters;
 mod dedupe;
+mod delivery;
 mod harness;
 mod ingest;
 mod restart;

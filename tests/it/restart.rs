@@ -6,12 +6,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::harness::{form_xml, output, wait_for_ids};
 
 struct Process {
     child: Child,
     ingress: String,
+    admin: String,
 }
 
 impl Drop for Process {
@@ -50,6 +53,7 @@ async fn start(data_dir: &std::path::Path) -> Process {
             return Process {
                 child,
                 ingress: format!("http://127.0.0.1:{ingress_port}/ingest/hq"),
+                admin: format!("http://127.0.0.1:{admin_port}"),
             };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -66,11 +70,15 @@ async fn every_payload_answered_2xx_survives_a_kill_9_and_reaches_the_sink_after
     let mut relay = start(&data_dir).await;
     let client = reqwest::Client::new();
 
-    // Many concurrent senders, killed mid-load: some requests are answered, some are not.
+    // Many concurrent senders, killed mid-load once thousands are in: some requests are
+    // answered, some are not.
+    const KILL_AFTER: usize = 3000;
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut senders = tokio::task::JoinSet::new();
     for sender in 0..16 {
         let client = client.clone();
         let url = relay.ingress.clone();
+        let answered = Arc::clone(&answered);
         senders.spawn(async move {
             let mut accepted = Vec::new();
             for n in 0.. {
@@ -84,6 +92,7 @@ async fn every_payload_answered_2xx_survives_a_kill_9_and_reaches_the_sink_after
                     Ok(response) if response.status() == 202 => {
                         let answer: serde_json::Value = response.json().await.unwrap();
                         accepted.push(answer["id"].as_str().unwrap().to_string());
+                        answered.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => return accepted,
                 }
@@ -91,7 +100,10 @@ async fn every_payload_answered_2xx_survives_a_kill_9_and_reaches_the_sink_after
             accepted
         });
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::Relaxed) < KILL_AFTER && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     relay.child.kill().expect("kill -9"); // SIGKILL: no shutdown, no flush
     relay.child.wait().unwrap();
     let mut accepted = Vec::new();
@@ -99,12 +111,12 @@ async fn every_payload_answered_2xx_survives_a_kill_9_and_reaches_the_sink_after
         accepted.extend(ids.unwrap());
     }
     assert!(
-        accepted.len() > 100,
+        accepted.len() >= KILL_AFTER,
         "the load was real: {} accepted",
         accepted.len()
     );
 
-    let _restarted = start(&data_dir).await;
+    let restarted = start(&data_dir).await;
     let output = wait_for_ids(&data_dir, &accepted).await;
     let delivered: HashSet<&str> = output
         .iter()
@@ -121,12 +133,27 @@ async fn every_payload_answered_2xx_survives_a_kill_9_and_reaches_the_sink_after
         accepted.len(),
         &lost[..lost.len().min(3)]
     );
-    // Re-delivery after a crash is allowed (at least once), but only of what was in flight.
+    // Re-delivery after a crash is allowed (at least once), but only of what was in flight,
+    // and the restart counts it.
     let duplicates = output.len() - delivered.len();
+    let metrics = reqwest::get(format!("{}/metrics", restarted.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let redelivered: usize = metrics
+        .lines()
+        .find(|line| line.starts_with("ccrelay_sink_redelivered_total{sink=\"archive\"}"))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0, |value| value.parse().unwrap());
     assert!(
-        duplicates <= accepted.len(),
-        "{duplicates} duplicates for {} envelopes",
-        accepted.len()
+        duplicates <= redelivered,
+        "{duplicates} duplicates in the output, {redelivered} counted as redelivered"
+    );
+    assert!(
+        redelivered <= 512,
+        "at most one batch was in flight: {redelivered} redelivered"
     );
 }
 
