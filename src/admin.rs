@@ -1,5 +1,9 @@
 //! Admin listener: health, readiness and metrics for operators and orchestrators, on its own
-//! address so it can stay private while ingress faces HQ.
+//! address so it can stay private while ingress faces HQ. `page` serves the operators' web
+//! page at `/`; `status` the source and sink summaries it reads.
+
+mod page;
+mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +33,11 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(page::index))
+        .route("/assets/admin.js", get(page::script))
+        .route("/assets/admin.css", get(page::style))
+        .route("/sources", get(status::sources))
+        .route("/sinks", get(status::sinks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
