@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and .ci/run calls it: every cargo test, then
-# each example rules file's own `tests:` through `ccrelay rules test`, as an operator's CI would.
+# each example rules file's own `tests:` through `ccrelay rules test`, as an operator's CI would,
+# then the admin page in headless Chromium (installed from Debian's package when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked --all-targets
@@ -9,3 +10,5 @@ for rules in tests/rules/*.yaml; do
   echo "ccrelay rules test $rules"
   cargo run --locked --quiet -- rules test "$rules"
 done
+scripts/install-chromium.sh
+cargo test --locked --features browser --test browser

@@ -4,10 +4,11 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+const RATE_WINDOW_MS = 60000;
 const MAX_LETTERS_SHOWN = 200;
 
-// The previous reading of each source's request counter, for rates.
-let previousSources = null;
+// Recent readings of each source's request counter, oldest first, for rates over about a minute.
+let sourceReadings = [];
 
 function element(tag, text, className) {
   const node = document.createElement(tag);
@@ -84,20 +85,21 @@ function drawRules(rules) {
 function drawSources(reading, now) {
   const body = document.querySelector("#sources tbody");
   body.replaceChildren();
-  const rates = {};
-  if (previousSources) {
-    const seconds = (now - previousSources.now) / 1000;
-    for (const source of reading.sources) {
-      const before = previousSources.requests[source.source] || 0;
-      if (seconds > 0) rates[source.source] = (source.requests - before) / seconds;
-    }
+  // The oldest reading within the window (or the last one before it) is the rate's baseline.
+  while (sourceReadings.length > 1 && now - sourceReadings[1].now >= RATE_WINDOW_MS) {
+    sourceReadings.shift();
   }
+  const baseline = sourceReadings[0];
   for (const source of reading.sources) {
-    const rate = rates[source.source];
+    let rate = null;
+    if (baseline && now > baseline.now) {
+      const before = baseline.requests[source.source] || 0;
+      rate = ((source.requests - before) * 1000 / (now - baseline.now)).toFixed(2);
+    }
     const tr = row([
       element("td", source.source, "name"),
       number(source.requests),
-      number(rate === undefined ? null : rate.toFixed(2)),
+      number(rate),
       number(source.requests_2xx),
       number(source.requests_4xx),
       number(source.requests_5xx),
@@ -116,7 +118,7 @@ function drawSources(reading, now) {
   }
   const requests = {};
   for (const source of reading.sources) requests[source.source] = source.requests;
-  previousSources = { now, requests };
+  sourceReadings.push({ now, requests });
 }
 
 function healthCell(sink) {
