@@ -1,5 +1,7 @@
-"""Checks charts/ccrelay with Helm's own engine (helm-python-sdk) and starts ccrelay from what
-it renders. Run through scripts/check-chart.sh, which installs the Python packages.
+"""Checks what ccrelay is deployed with: the Dockerfile (hadolint, the image's config and its
+HEALTHCHECK command against a running ccrelay) and charts/ccrelay with Helm's own engine
+(helm-python-sdk), starting ccrelay from what the chart renders. Run through
+scripts/check-deploy.sh, which installs the Python packages.
 
 Each check prints one line; any failure is collected, and the script exits 1 after printing
 them all, so one run shows every problem.
@@ -232,85 +234,174 @@ def check_metrics_documented(root, dashboard_text):
     check(used <= documented, f"the dashboard uses only documented metrics: unknown {sorted(used - documented)}")
 
 
+class RunningRelay:
+    """ccrelay started on a config (and rules) with its addresses and data dir moved to
+    loopback port 0 and a temporary folder; stopped with SIGTERM on exit."""
+
+    def __init__(self, binary, config_text, rules_text, environment):
+        self.binary = binary
+        self.config_text = config_text
+        self.rules_text = rules_text
+        self.environment = environment
+        self.ingress = self.admin = None
+
+    def __enter__(self):
+        self.folder = tempfile.TemporaryDirectory()
+        config_path = os.path.join(self.folder.name, "ccrelay.yaml")
+        open(config_path, "w").write(self.config_text)
+        command = [self.binary, "--log-format", "json", "serve", "--config", config_path,
+                   "--data-dir", os.path.join(self.folder.name, "data"),
+                   "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+        if self.rules_text is not None:
+            rules_path = os.path.join(self.folder.name, "rules.yaml")
+            open(rules_path, "w").write(self.rules_text)
+            command += ["--rules", rules_path]
+        environment = dict(os.environ, RUST_LOG="info", **self.environment)
+        self.process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        self.log = []
+        while time.monotonic() < deadline and self.admin is None:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("message") == "listening":
+                self.ingress, self.admin = event["ingress"], event["admin"]
+        while self.admin and time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://{self.admin}/readyz", timeout=2).status == 200:
+                    break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        return self
+
+    def started(self):
+        return self.admin is not None
+
+    def post_form(self, source, username, password):
+        form = (b"<?xml version='1.0' ?><data xmlns=\"http://openrosa.org/formdesigner/X\">"
+                b"<n1:meta xmlns:n1=\"http://openrosa.org/jr/xforms\"><n1:instanceID>deploy-check-1"
+                b"</n1:instanceID></n1:meta></data>")
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        request = urllib.request.Request(
+            f"http://{self.ingress}/ingest/{source}", data=form, method="POST",
+            headers={"Content-Type": "text/xml", "Authorization": "Basic " + token})
+        try:
+            return urllib.request.urlopen(request, timeout=10).status
+        except urllib.error.HTTPError as err:
+            return f"{err.code} {err.read()[:300]!r}"
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return "killed after 30 s"
+
+    def __exit__(self, *_):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.folder.cleanup()
+
+
 def start_from_rendered(binary, documents):
-    """Starts ccrelay on the rendered config and rules (addresses and data dir moved to a
-    temporary place) and sends it one authenticated payload."""
+    """Starts ccrelay on the rendered config and rules and sends it one payload."""
     config_text = one(documents, "ConfigMap", "relay-ccrelay-config")["data"]["ccrelay.yaml"]
     rules_text = one(documents, "ConfigMap", "relay-ccrelay-rules")["data"]["rules.yaml"]
-    with tempfile.TemporaryDirectory() as folder:
-        config_path = os.path.join(folder, "ccrelay.yaml")
-        rules_path = os.path.join(folder, "rules.yaml")
-        open(config_path, "w").write(config_text)
-        open(rules_path, "w").write(rules_text)
-        environment = dict(os.environ, HQ_PASSWORD="s3cret", RUST_LOG="info")
-        process = subprocess.Popen(
-            [binary, "--log-format", "json", "serve", "--config", config_path, "--rules", rules_path,
-             "--data-dir", os.path.join(folder, "data"), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-            env=environment, stderr=subprocess.PIPE, text=True)
-        try:
-            addresses = None
-            deadline = time.monotonic() + 30
-            lines = []
-            while time.monotonic() < deadline and addresses is None:
-                line = process.stderr.readline()
-                if not line:
-                    break
-                lines.append(line)
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if event.get("message") == "listening":
-                    addresses = (event["ingress"], event["admin"])
-            log = "" if addresses else ": " + "".join(lines)[-2000:].strip()
-            check(addresses is not None, f"ccrelay starts on the rendered config{log}")
-            if addresses is None:
-                return
-            ingress, admin = addresses
-            ready = False
-            while time.monotonic() < deadline and not ready:
-                try:
-                    ready = urllib.request.urlopen(f"http://{admin}/readyz", timeout=2).status == 200
-                except (urllib.error.URLError, OSError):
-                    time.sleep(0.1)
-            check(ready, "it becomes ready")
-            form = (b"<?xml version='1.0' ?><data xmlns=\"http://openrosa.org/formdesigner/X\">"
-                    b"<n1:meta xmlns:n1=\"http://openrosa.org/jr/xforms\"><n1:instanceID>chart-check-1"
-                    b"</n1:instanceID></n1:meta></data>")
-            request = urllib.request.Request(
-                f"http://{ingress}/ingest/hq", data=form, method="POST",
-                headers={"Content-Type": "text/xml",
-                         "Authorization": "Basic " + base64.b64encode(b"hq:s3cret").decode()})
-            try:
-                status = urllib.request.urlopen(request, timeout=10).status
-            except urllib.error.HTTPError as err:
-                status = f"{err.code} {err.read()[:300]!r}"
-            check(status == 202, f"it accepts a payload with the configured credentials: {status}")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = "killed after 30 s"
-            check(code == 0, f"it stops cleanly on SIGTERM: exit {code}")
+    with RunningRelay(binary, config_text, rules_text, {"HQ_PASSWORD": "s3cret"}) as relay:
+        log = "" if relay.started() else ": " + "".join(relay.log)[-2000:].strip()
+        check(relay.started(), f"ccrelay starts on the chart's rendered config and rules{log}")
+        if not relay.started():
+            return
+        status = relay.post_form("hq", "hq", "s3cret")
+        check(status == 202, f"it accepts a payload with the configured credentials: {status}")
+        code = relay.stop()
+        check(code == 0, f"it stops cleanly on SIGTERM: exit {code}")
+
+
+def dockerfile_instructions(path):
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    instructions, current = [], ""
+    for line in open(path):
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        instructions.append(current + stripped)
+        current = ""
+    return instructions
+
+
+def check_image(root, binary, hadolint):
+    dockerfile = os.path.join(root, "Dockerfile")
+    linted = subprocess.run([hadolint, "--no-color", dockerfile], cwd=root, capture_output=True, text=True)
+    check(linted.returncode == 0, f"hadolint Dockerfile: {(linted.stdout + linted.stderr).strip() or 'clean'}")
+    instructions = dockerfile_instructions(dockerfile)
+    stages = [i for i in instructions if i.startswith("FROM ")]
+    check(len(stages) == 2 and stages[-1] == "FROM debian:bookworm-slim",
+          f"two stages, the last on debian:bookworm-slim: {stages}")
+    final = instructions[instructions.index(stages[-1]):]
+    check("USER 10001:10001" in final, "the final stage runs as an unprivileged user")
+    check('VOLUME ["/data"]' in final and "EXPOSE 8080 9090" in final, "/data is a volume; 8080 and 9090 exposed")
+    command = json.loads(next(i for i in final if i.startswith("CMD ")).split(" ", 1)[1])
+    check(command[-2:] == ["--data-dir", "/data"], f"the data dir is the volume: {command}")
+    healthcheck = next(i for i in final if i.startswith("HEALTHCHECK "))
+    probe = json.loads(healthcheck[healthcheck.index("CMD [") + 4:])
+    config_text = open(os.path.join(root, "deploy", "docker", "ccrelay.yaml")).read()
+    config = yaml.safe_load(config_text)
+    check(config["listen"] == "0.0.0.0:8080" and config["admin_listen"] == "0.0.0.0:9090",
+          "the image's config listens on every address of the container")
+    check("127.0.0.1/9090" in probe[2], "the HEALTHCHECK probes the admin port 9090")
+    environment = {"CCRELAY_USERNAME": "hq", "CCRELAY_PASSWORD": "pw"}
+    with RunningRelay(binary, config_text, None, environment) as relay:
+        check(relay.started(), "ccrelay starts on the image's config")
+        if not relay.started():
+            return
+        status = relay.post_form("any-source", "hq", "pw")
+        check(status == 202, f"the image's config takes HQ's Basic auth on any source: {status}")
+        refused = relay.post_form("any-source", "hq", "wrong")
+        check(str(refused).startswith("401"), f"and refuses a wrong password: {refused}")
+        # The HEALTHCHECK as Docker runs it, on the port this relay got.
+        admin_port = relay.admin.rsplit(":", 1)[1]
+        script = probe[2].replace("127.0.0.1/9090", f"127.0.0.1/{admin_port}")
+        healthy = subprocess.run(probe[:2] + [script], timeout=10).returncode
+        check(healthy == 0, f"the HEALTHCHECK passes while ccrelay serves: exit {healthy}")
+        code = relay.stop()
+        check(code == 0, f"it stops cleanly on SIGTERM: exit {code}")
+        unhealthy = subprocess.run(probe[:2] + [script], timeout=10, capture_output=True).returncode
+        check(unhealthy != 0, f"the HEALTHCHECK fails once it is gone: exit {unhealthy}")
+    with RunningRelay(binary, config_text, None, {"CCRELAY_USERNAME": "hq"}) as relay:
+        code = relay.process.wait(timeout=30)
+        message = "".join(relay.log) + relay.process.stderr.read()
+        check(code == 78 and "CCRELAY_PASSWORD" in message,
+              f"without the password variable it exits 78 naming it: exit {code}")
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--chart", required=True)
     parser.add_argument("--ccrelay", required=True, help="the ccrelay binary to start")
+    parser.add_argument("--hadolint", required=True, help="the hadolint binary")
     arguments = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     chart = helm_chart.Chart.load(arguments.chart)
     dashboard_text = open(os.path.join(arguments.chart, "dashboards", "ccrelay.json")).read()
+    check_image(root, os.path.abspath(arguments.ccrelay), arguments.hadolint)
     check_defaults(chart, arguments.chart)
     documents = check_full(chart, arguments.chart, dashboard_text)
     check_schema(chart)
     check_metrics_documented(root, dashboard_text)
-    start_from_rendered(arguments.ccrelay, documents)
+    start_from_rendered(os.path.abspath(arguments.ccrelay), documents)
     failed = len(FAILURES)
-    print(f"chart: {CHECKS - failed} passed, {failed} failed")
+    print(f"deploy: {CHECKS - failed} passed, {failed} failed")
     sys.exit(1 if FAILURES else 0)
 
 
