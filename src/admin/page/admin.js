@@ -71,7 +71,7 @@ function drawRules(rules) {
   document.getElementById("rules-path").textContent = rules.path || "embedded default";
   document.getElementById("rules-loaded-at").textContent = rules.loaded_at;
   document.getElementById("rules-count").textContent =
-    rules.rule_count + " rules, sinks: " + (rules.sinks.join(", ") || "none");
+    plural(rules.rule_count, "rule") + "; sinks: " + (rules.sinks.join(", ") || "none");
   const lastError = document.getElementById("rules-last-error");
   if (rules.last_error) {
     lastError.textContent = rules.last_error_at + ": " + rules.last_error;
@@ -121,12 +121,22 @@ function drawSources(reading, now) {
   sourceReadings.push({ now, requests });
 }
 
+function plural(count, noun) {
+  return count + " " + noun + (count === 1 ? "" : "s");
+}
+
 function healthCell(sink) {
-  if (!sink.in_rules) return element("td", "not in rules", "badge unknown");
-  if (sink.healthy === null || sink.healthy === undefined) {
-    return element("td", "no delivery yet", "badge unknown");
+  let badge;
+  if (!sink.in_rules) {
+    badge = element("span", "not in rules", "badge unknown");
+  } else if (sink.healthy === null || sink.healthy === undefined) {
+    badge = element("span", "no delivery yet", "badge unknown");
+  } else {
+    badge = element("span", sink.healthy ? "healthy" : "failing", "badge " + (sink.healthy ? "ok" : "bad"));
   }
-  return element("td", sink.healthy ? "healthy" : "failing", "badge " + (sink.healthy ? "ok" : "bad"));
+  const cell = document.createElement("td");
+  cell.appendChild(badge);
+  return cell;
 }
 
 async function replay(sink, button) {
@@ -136,7 +146,7 @@ async function replay(sink, button) {
     const answer = await response.json();
     if (!response.ok) throw new Error(answer.detail || response.status);
     const skipped = answer.skipped.length;
-    showMessage("Replayed " + answer.replayed + " dead letters of " + sink +
+    showMessage("Replayed " + plural(answer.replayed, "dead letter") + " of " + sink +
       (skipped ? ", skipped " + skipped + ": " + answer.skipped.map((s) => s.reason).join("; ") : ""));
   } catch (err) {
     showMessage("Replay of " + sink + " failed: " + err.message);
@@ -190,7 +200,7 @@ function drawDeadLetters(listing) {
   }
   document.getElementById("dead-letters-summary").textContent =
     listing.count === 0 ? "None." :
-    listing.count + " dead letters" + (listing.count > shown.length ? ", the first " + shown.length + " shown" : "");
+    plural(listing.count, "dead letter") + (listing.count > shown.length ? ", the first " + shown.length + " shown" : "");
 }
 
 async function refresh() {
