@@ -60,15 +60,15 @@ pub fn init(format: LogFormat) -> Guard {
 
     #[cfg(feature = "otel")]
     {
-        let (spans, provider) = match otel::layer() {
-            Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
-            Ok(None) => (None, None),
-            Err(err) => {
-                eprintln!("ccrelay: spans are not exported: {err}");
-                (None, None)
-            }
+        let (spans, provider, failure) = match otel::layer() {
+            Ok(Some((layer, provider))) => (Some(layer), Some(provider), None),
+            Ok(None) => (None, None, None),
+            Err(err) => (None, None, Some(err)),
         };
         registry.with(spans).init();
+        if let Some(err) = failure {
+            tracing::error!(error = %err, "spans are not exported: the OTLP exporter could not be built");
+        }
         Guard { provider }
     }
     #[cfg(not(feature = "otel"))]
