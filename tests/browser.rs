@@ -149,10 +149,9 @@ async fn the_admin_page_shows_sources_sinks_dead_letters_and_rules_and_replays()
 
     let source = row(&shown["sources"], "hq-forms");
     assert_eq!(source[1], "2", "requests: {source:?}");
-    assert_eq!(
-        source[2], "—",
-        "no rate before a second reading: {source:?}"
-    );
+    // No rate before a second reading; no requests between readings if the page's own 5 s
+    // refresh has come round on a slow machine.
+    assert!(source[2] == "—" || source[2] == "0.00", "rate: {source:?}");
     assert_eq!(source[3], "2", "2xx: {source:?}");
     assert_eq!(source[6], "2", "accepted: {source:?}");
 
