@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and .ci/run calls it: every cargo test, then
-# each example rules file's own `tests:` through `ccrelay rules test`, as an operator's CI would.
+# each example rules file's own `tests:` through `ccrelay rules test`, as an operator's CI would,
+# then the admin page in headless Chromium (installed from Debian's package when missing), span
+# export, and the Dockerfile and Helm chart checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked --all-targets
@@ -9,3 +11,9 @@ for rules in tests/rules/*.yaml; do
   echo "ccrelay rules test $rules"
   cargo run --locked --quiet -- rules test "$rules"
 done
+scripts/install-chromium.sh
+cargo test --locked --features browser --test browser
+# Span export with the otel feature, against a collector stand-in.
+cargo test --locked --features otel --test otel
+# The Dockerfile and the Helm chart: lints, rendering, and ccrelay started from their configs.
+scripts/check-deploy.sh

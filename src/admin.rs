@@ -1,6 +1,11 @@
 //! Admin listener: health, readiness and metrics for operators and orchestrators, the rules
 //! in force, dead letters and replay, on its own address so it can stay private while
-//! ingress faces HQ. The `ccrelay dlq` and `ccrelay replay` commands are its clients.
+//! ingress faces HQ. `page` serves the operators' web page at `/`; `status` the source and
+//! sink summaries it reads. The `ccrelay dlq` and `ccrelay replay` commands are its clients.
+
+mod dead_letters;
+mod page;
+mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +16,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-
-mod dead_letters;
 
 use crate::backlog::Backlogs;
 use crate::dead_letter::DeadLetters;
@@ -35,6 +38,11 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(page::index))
+        .route("/assets/admin.js", get(page::script))
+        .route("/assets/admin.css", get(page::style))
+        .route("/sources", get(status::sources))
+        .route("/sinks", get(status::sinks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

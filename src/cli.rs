@@ -124,7 +124,7 @@ pub struct RequestArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let _telemetry = telemetry::init(cli.log_format);
     match cli.command {
         Command::Serve {
             config,

@@ -1,7 +1,17 @@
-//! Telemetry: where logs go and in what form. Human-readable by default, JSON lines for log
-//! pipelines; the level comes from `RUST_LOG` (default `info`).
+//! Telemetry: where logs and spans go. Logs are human-readable text by default, JSON lines
+//! with `--log-format json`, on stderr; the level comes from `RUST_LOG` (default `info`).
+//!
+//! With the `otel` cargo feature, spans are also exported over OTLP/HTTP (protobuf) when the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set,
+//! and the W3C trace-context propagator is installed globally for sinks that pass
+//! `traceparent` on. Like `RUST_LOG`, these variables are read here and not through the
+//! config file, because every OpenTelemetry deployment already sets them this way. Without
+//! the feature, nothing of OpenTelemetry is compiled in.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -10,13 +20,118 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat) {
+/// Keeps span export running; dropping it sends the spans still buffered. Hold it until the
+/// program ends.
+#[must_use = "dropping the guard stops span export"]
+pub struct Guard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take() {
+            if let Err(err) = provider.shutdown() {
+                eprintln!("ccrelay: cannot flush spans to the OTLP endpoint: {err}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber. Call it once, before any tokio runtime starts (the OTLP
+/// exporter's HTTP client is a blocking one, with its own thread).
+///
+/// # Panics
+/// When a global subscriber is already installed.
+pub fn init(format: LogFormat) -> Guard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(logs);
+
+    #[cfg(feature = "otel")]
+    {
+        let (spans, provider, failure) = match otel::layer() {
+            Ok(Some((layer, provider))) => (Some(layer), Some(provider), None),
+            Ok(None) => (None, None, None),
+            Err(err) => (None, None, Some(err)),
+        };
+        registry.with(spans).init();
+        if let Some(err) = failure {
+            tracing::error!(error = %err, "spans are not exported: the OTLP exporter could not be built");
+        }
+        Guard { provider }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        Guard {}
+    }
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::ExporterBuildError as BuildError;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::registry::LookupSpan;
+
+    pub(super) type SpanLayer<S> =
+        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>;
+
+    /// The variables that name where spans go; without either, nothing is exported.
+    const ENDPOINT_VARIABLES: [&str; 2] = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ];
+
+    /// The span-export layer and its provider, or `None` when no endpoint is configured or
+    /// `OTEL_SDK_DISABLED=true`.
+    pub(super) fn layer<S>() -> Result<Option<(SpanLayer<S>, SdkTracerProvider)>, BuildError>
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    {
+        let disabled = std::env::var("OTEL_SDK_DISABLED")
+            .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
+        let configured = ENDPOINT_VARIABLES
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+        if disabled || !configured {
+            return Ok(None);
+        }
+        // The exporter reads the endpoint, headers, timeout and compression from the standard
+        // OTEL_EXPORTER_OTLP_* variables itself.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build()?;
+        let mut resource = Resource::builder();
+        // OTEL_SERVICE_NAME, when set, names the service; otherwise it is "ccrelay".
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name("ccrelay");
+        }
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build();
+        let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        Ok(Some((
+            tracing_opentelemetry::layer().with_tracer(tracer),
+            provider,
+        )))
     }
 }
