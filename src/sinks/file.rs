@@ -119,6 +119,15 @@ impl OpenFiles {
     fn append(&mut self, relative: &Path, lines: &[u8]) -> Result<(), String> {
         let path = self.root.join(relative);
         let describe = |err: std::io::Error| format!("writing {}: {err}", path.display());
+        if self
+            .open
+            .get(&path)
+            .is_some_and(|(file, _)| !still_at(file, &path))
+        {
+            // Moved or deleted behind our back (an operator, logrotate): lines written to the
+            // open file would land in a file nobody reads any more. Open the path again.
+            self.open.remove(&path);
+        }
         let size = match self.open.get(&path) {
             Some((_, size)) => *size,
             None => fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0),
@@ -158,6 +167,15 @@ impl OpenFiles {
         }
         *size += lines.len() as u64;
         Ok(())
+    }
+}
+
+/// Whether `path` still names the open `file`: one `stat` per file and batch.
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
     }
 }
 
@@ -269,5 +287,39 @@ mod tests {
         let missing = sink(dir.path(), "{{ form.xmlns }}.jsonl", 1 << 20);
         let result = missing.deliver(&[delivery("form", 1)]).await.remove(0);
         assert!(matches!(result, Err(SinkError::Permanent { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_file_moved_away_between_batches_is_written_again_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), "out/a.jsonl", 1 << 20);
+        assert!(sink.deliver(&[delivery("form", 1)]).await[0].is_ok());
+        fs::rename(dir.path().join("out"), dir.path().join("taken")).unwrap();
+
+        assert!(sink.deliver(&[delivery("form", 2)]).await[0].is_ok());
+
+        let lines = fs::read_to_string(dir.path().join("out/a.jsonl")).unwrap();
+        assert!(
+            lines.contains("\"e2\"") && !lines.contains("\"e1\""),
+            "{lines}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_folder_replaced_by_a_plain_file_fails_transiently_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), "out/a.jsonl", 1 << 20);
+        assert!(sink.deliver(&[delivery("form", 1)]).await[0].is_ok());
+        fs::remove_dir_all(dir.path().join("out")).unwrap();
+        fs::write(dir.path().join("out"), "not a folder").unwrap();
+
+        let result = sink.deliver(&[delivery("form", 2)]).await.remove(0);
+        assert!(
+            matches!(result, Err(SinkError::Transient { .. })),
+            "{result:?}"
+        );
+
+        fs::remove_file(dir.path().join("out")).unwrap();
+        assert!(sink.deliver(&[delivery("form", 2)]).await[0].is_ok());
     }
 }
