@@ -35,6 +35,7 @@ fn envelope() -> Value {
         query,
         headers: Map::new(),
         body_bytes: VISIT_XML.len() as u64,
+        traceparent: None,
     };
     decoded.into_envelope(arrival).into_value()
 }

@@ -255,6 +255,7 @@ fn parse(args: ParseArgs) -> ExitCode {
                 query: serde_json::Map::new(),
                 headers: payload_headers,
                 body_bytes: body.len() as u64,
+                traceparent: None,
             };
             let envelope = decoded.into_envelope(arrival);
             println!(

@@ -96,6 +96,7 @@ pub struct Arrival {
     pub query: Map<String, Value>,
     pub headers: Map<String, Value>,
     pub body_bytes: u64,
+    pub traceparent: Option<String>,
 }
 
 impl Decoded {
@@ -116,6 +117,7 @@ impl Decoded {
             headers: arrival.headers,
             body_bytes: arrival.body_bytes,
             body_sha256: self.body_sha256,
+            traceparent: arrival.traceparent,
             form: self.form,
             cases: self.cases,
             ledgers: self.ledgers,

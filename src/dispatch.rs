@@ -193,6 +193,7 @@ impl Dispatcher {
                 envelope,
                 body: entry.record.body,
                 payload,
+                traceparent: header.traceparent,
             });
         }
         deliveries
@@ -212,6 +213,7 @@ impl Dispatcher {
 struct EnvelopeHeader {
     id: String,
     content_type: Option<String>,
+    traceparent: Option<String>,
 }
 
 /// Stores a dispatcher's cursor, not more often than `CURSOR_STORE_INTERVAL` under load.

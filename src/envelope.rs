@@ -97,6 +97,10 @@ pub struct Envelope {
     /// Body size in bytes and its SHA-256 (hex), so consumers can match it to the raw body.
     pub body_bytes: u64,
     pub body_sha256: String,
+    /// The W3C trace context of the ingest: the sender's trace continued, or a new one.
+    /// Sinks pass it on as `traceparent`, so a consumer can continue the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Kind `form`: the form and its metadata. Kind `form_stub`: only `id` and `received_on`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form: Option<Form>,
@@ -229,6 +233,7 @@ mod tests {
             headers: Map::new(),
             body_bytes: 10,
             body_sha256: "ab".into(),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             form: Some(Form {
                 id: Some("f1".into()),
                 data: json!({"#type": "data", "answer": "yes"}),

@@ -58,8 +58,31 @@ pub fn router(state: IngressState) -> Router {
         // The handler enforces the configured limit itself, to answer in ccrelay's own format.
         .layer(DefaultBodyLimit::disable())
         // Failures are logged once, with their cause, by `IngressError::into_response`.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
         .layer(CatchPanicLayer::custom(answer_panic))
+}
+
+/// One span per request, filled in by the handler as it learns the source, the envelope id
+/// and the trace; delivery spans continue the same trace (`telemetry::continue_trace`).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
+    crate::telemetry::span_in_trace(traceparent, || {
+        tracing::info_span!(
+            "ingest",
+            method = %request.method(),
+            path = request.uri().path(),
+            source = tracing::field::Empty,
+            envelope_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        )
+    })
 }
 
 /// A panic is a bug that a retry may not hit again: 503, which HQ retries, not 500.

@@ -25,6 +25,7 @@
 //! - `app`, `cli`, `shutdown`, `telemetry`: wiring, command line, signals and logs.
 //! - `error`: the closed set of error classes; `ingress::error` maps them to HTTP once.
 //! - `metrics`, `template`: Prometheus metrics; templates for sink destinations.
+//! - `trace_context`: the W3C traceparent that ties an ingest to its deliveries.
 
 pub mod admin;
 pub mod app;
@@ -50,4 +51,5 @@ pub mod sinks;
 pub mod spool;
 pub mod telemetry;
 pub mod template;
+pub mod trace_context;
 pub mod yaml;

@@ -54,6 +54,8 @@ pub struct Delivery {
     pub body: Bytes,
     /// What the sink sends: the envelope, the raw body or a projection, as the rule chose.
     pub payload: Payload,
+    /// The envelope's W3C trace context, passed on to the far side as `traceparent`.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,8 @@
 //! the feature, nothing of OpenTelemetry is compiled in.
 
 use tracing_subscriber::EnvFilter;
+
+use crate::trace_context::TraceParent;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -78,6 +80,39 @@ pub fn init(format: LogFormat) -> Guard {
     }
 }
 
+/// The trace context of the request being handled: its span was made by `span_in_trace`
+/// from `incoming` (a `traceparent` header), so it continues the sender's trace when that
+/// was valid; otherwise a new trace starts. With OpenTelemetry export on, the ids are the
+/// exported span's own, so the far side joins the very same trace.
+pub fn ingest_trace(incoming: Option<&str>) -> TraceParent {
+    #[cfg(feature = "otel")]
+    if let Some(exported) = otel::current() {
+        return exported;
+    }
+    incoming
+        .and_then(TraceParent::parse)
+        .map_or_else(TraceParent::new_root, |parent| parent.child())
+}
+
+/// Makes a span with `make` as a child of the trace `traceparent` names, if it is valid, and
+/// records its `trace_id` field. The parent must be in place when the span is created, since
+/// OpenTelemetry starts the exported span then.
+pub fn span_in_trace(
+    traceparent: Option<&str>,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    let parent = traceparent.and_then(TraceParent::parse);
+    #[cfg(feature = "otel")]
+    let attached = parent.as_ref().map(otel::attach);
+    let span = make();
+    #[cfg(feature = "otel")]
+    drop(attached);
+    if let Some(parent) = parent {
+        span.record("trace_id", parent.trace_id_hex());
+    }
+    span
+}
+
 #[cfg(feature = "otel")]
 mod otel {
     use opentelemetry::trace::TracerProvider as _;
@@ -87,6 +122,8 @@ mod otel {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::SdkTracerProvider;
     use tracing_subscriber::registry::LookupSpan;
+
+    use super::TraceParent;
 
     pub(super) type SpanLayer<S> =
         tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>;
@@ -133,5 +170,44 @@ mod otel {
             tracing_opentelemetry::layer().with_tracer(tracer),
             provider,
         )))
+    }
+
+    /// The exported ids of the current span, or `None` when no span is being exported (no
+    /// endpoint configured, or the span is filtered out).
+    pub(super) fn current() -> Option<TraceParent> {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = tracing::Span::current().context();
+        let span_context = context.span().span_context().clone();
+        if !span_context.is_valid() {
+            return None;
+        }
+        Some(TraceParent {
+            trace_id: span_context.trace_id().to_bytes(),
+            span_id: span_context.span_id().to_bytes(),
+            sampled: span_context.is_sampled(),
+        })
+    }
+
+    /// Makes `parent` the OpenTelemetry context of spans created until the guard drops.
+    pub(super) fn attach(parent: &TraceParent) -> opentelemetry::ContextGuard {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        };
+        let flags = if parent.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let remote = SpanContext::new(
+            TraceId::from_bytes(parent.trace_id),
+            SpanId::from_bytes(parent.span_id),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new()
+            .with_remote_span_context(remote)
+            .attach()
     }
 }

@@ -1014,6 +1014,8 @@ mod bad_input {
 mod envelope {
     use super::*;
 
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
     fn arrival(source_domain: Option<&str>) -> Arrival {
         let mut query = Map::new();
         query.insert(
@@ -1032,6 +1034,7 @@ mod envelope {
             query,
             headers,
             body_bytes: 2150,
+            traceparent: Some(TRACEPARENT.to_owned()),
         }
     }
 
@@ -1072,6 +1075,7 @@ mod envelope {
     fn bare_envelope() -> Envelope {
         let mut envelope = decode_fixture("text/app_id.txt").into_envelope(arrival(None));
         envelope.app = None;
+        envelope.traceparent = None;
         envelope
     }
 

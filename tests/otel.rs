@@ -61,9 +61,9 @@ async fn spans_go_to_the_otlp_endpoint_and_the_last_ones_are_flushed_at_exit() {
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_SERVICE_NAME")
         .env_remove("OTEL_SDK_DISABLED")
-        // The request spans are at debug level; a long batch delay leaves the flush at exit
-        // to send them.
-        .env("RUST_LOG", "warn,tower_http=debug")
+        // The ingest and delivery spans are at info level; a long batch delay leaves the
+        // flush at exit to send them.
+        .env("RUST_LOG", "warn,ccrelay=info")
         .env("OTEL_BSP_SCHEDULE_DELAY", "60000")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -92,11 +92,14 @@ async fn spans_go_to_the_otlp_endpoint_and_the_last_ones_are_flushed_at_exit() {
     let answer = client
         .post(format!("http://127.0.0.1:{ingress_port}/ingest/hq"))
         .header("content-type", "text/xml")
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
         .body(form)
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 202);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    let envelope_id = answer["id"].as_str().unwrap().to_string();
     assert!(
         exports.lock().unwrap().is_empty(),
         "nothing is sent before the batch delay or the exit"
@@ -128,4 +131,19 @@ async fn spans_go_to_the_otlp_endpoint_and_the_last_ones_are_flushed_at_exit() {
         "service name"
     );
     assert!(contains(b"/ingest/hq"), "the request span carries its URI");
+    // The sender's trace is continued by the ingest span and by the delivery span, both of
+    // which name the envelope.
+    let trace_id = hex::decode(TRACE_ID).unwrap();
+    let in_trace = bytes
+        .windows(trace_id.len())
+        .filter(|window| *window == trace_id.as_slice())
+        .count();
+    assert!(
+        in_trace >= 2,
+        "ingest and delivery spans share the trace: {in_trace}"
+    );
+    assert!(contains(b"deliver") && contains(envelope_id.as_bytes()));
 }
+
+/// The trace a sender started, as its `traceparent` names it.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

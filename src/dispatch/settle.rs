@@ -47,6 +47,10 @@ impl Settler<'_> {
         while !pending.is_empty() {
             attempt += 1;
             let started = tokio::time::Instant::now();
+            let spans: Vec<tracing::Span> = pending
+                .iter()
+                .map(|delivery| self.span(delivery, attempt))
+                .collect();
             let results = target.deliver(&pending).await;
             self.metrics
                 .sink_delivery_duration
@@ -56,7 +60,14 @@ impl Settler<'_> {
             let giving_up = policy.gives_up(attempt, first_attempt.elapsed());
             let mut retry = Vec::new();
             let mut retry_after = None;
-            for (delivery, result) in pending.into_iter().zip(results) {
+            for ((delivery, result), span) in pending.into_iter().zip(results).zip(spans) {
+                let outcome = match &result {
+                    Ok(()) => "delivered",
+                    Err(SinkError::Transient { .. }) if !giving_up => "retried",
+                    Err(_) => "failed",
+                };
+                span.record("outcome", outcome);
+                let _entered = span.enter();
                 let failure = match result {
                     Ok(()) => {
                         self.count(&delivery, "delivered");
@@ -99,6 +110,20 @@ impl Settler<'_> {
             }
         }
         Settled::All
+    }
+
+    /// One span per delivery attempt, a child of the ingest that spooled the envelope.
+    fn span(&self, delivery: &Delivery, attempt: u32) -> tracing::Span {
+        crate::telemetry::span_in_trace(delivery.traceparent.as_deref(), || {
+            tracing::info_span!(
+                "deliver",
+                sink = self.sink_name,
+                envelope_id = %delivery.envelope_id,
+                attempt,
+                outcome = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+            )
+        })
     }
 
     fn count(&self, delivery: &Delivery, outcome: &str) {
@@ -237,6 +262,7 @@ mod tests {
                 bytes: bytes::Bytes::from_static(b"{}"),
                 content_type: "application/json".to_string(),
             },
+            traceparent: None,
         }
     }
 

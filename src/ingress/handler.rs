@@ -25,6 +25,8 @@ use crate::spool::Record;
 /// HQ's payload headers that carry meaning; both are kept in the envelope.
 const RECEIVED_ON: &str = "received-on";
 const SERVER_MODIFIED_ON: &str = "server-modified-on";
+/// W3C trace context, continued when a sender (or a proxy in front) starts a trace.
+pub(super) const TRACEPARENT: &str = "traceparent";
 
 pub async fn ingest(
     State(state): State<IngressState>,
@@ -127,6 +129,7 @@ async fn accept(
     let limit = state.config.ingress.max_body_bytes.get();
     let body = read_body(body, limit).await?;
     let label = request.source.name.as_str();
+    tracing::Span::current().record("source", label);
     state
         .metrics
         .ingress_bytes
@@ -142,6 +145,10 @@ async fn accept(
 
     let uuid = uuid::Uuid::now_v7();
     let id = uuid.to_string();
+    let trace = crate::telemetry::ingest_trace(header_str(request.headers, TRACEPARENT));
+    let span = tracing::Span::current();
+    span.record("envelope_id", id.as_str());
+    span.record("trace_id", trace.trace_id_hex());
     let received_at = now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string();
     let content_type = header_str(request.headers, header::CONTENT_TYPE.as_str());
     let arrival = Arrival {
@@ -154,6 +161,7 @@ async fn accept(
         query: parse_query(request.query),
         headers: payload_headers(request.headers),
         body_bytes: body.len() as u64,
+        traceparent: Some(trace.to_string()),
     };
     let input = Input {
         body: &body,

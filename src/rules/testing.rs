@@ -212,6 +212,7 @@ pub fn test_envelope(case: &TestCase, body: &[u8]) -> Result<Value, String> {
         query: case.query.clone(),
         headers: case.headers.clone(),
         body_bytes: body.len() as u64,
+        traceparent: None,
     };
     Ok(decoded.into_envelope(arrival).into_value())
 }

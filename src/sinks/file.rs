@@ -223,6 +223,7 @@ mod tests {
             payload: crate::rules::Shape::Envelope.apply(&envelope, b"", None),
             envelope: Arc::from(envelope),
             body: Bytes::new(),
+            traceparent: None,
         }
     }
 
