@@ -25,9 +25,12 @@ pub struct AdminState {
     pub ingress_ready: Arc<AtomicBool>,
     pub rules: Arc<LiveRules>,
     pub dead_letters: DeadLetters,
+    /// The Data Forwarding API ccrelay serves (`control::api`).
+    pub control: crate::control::api::ControlState,
 }
 
 pub fn router(state: AdminState) -> Router {
+    let control = crate::control::api::router(state.control.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -41,6 +44,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/dead-letters/replay", post(replay_dead_letters))
         .route("/dead-letters/{sink}/{envelope_id}", get(show_dead_letter))
         .with_state(state)
+        .merge(control)
 }
 
 /// Alive: the process answers.

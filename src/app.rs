@@ -120,6 +120,9 @@ pub async fn run(
         stop_dispatch.clone(),
     ));
 
+    let control_state = crate::control::start(&config, &dispatchers)
+        .context("cannot open the Data Forwarding registrations")?;
+
     let ingress_ready = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();
     let admin_router = admin::router(AdminState {
@@ -128,6 +131,7 @@ pub async fn run(
         ingress_ready: Arc::clone(&ingress_ready),
         rules: Arc::clone(&live_rules),
         dead_letters: DeadLetters::new(&config.data_dir),
+        control: control_state,
     });
     let admin_server = axum::serve(listeners.admin, admin_router)
         .with_graceful_shutdown(stop_admin.clone().cancelled_owned())

@@ -52,6 +52,11 @@ pub enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Manage the forwarders CommCare HQ has for this relay (the Data Forwarding API).
+    Hq {
+        #[command(subcommand)]
+        command: crate::control::HqCommand,
+    },
     /// Check or test a rules file.
     Rules {
         #[command(subcommand)]
@@ -124,6 +129,7 @@ pub fn main() -> ExitCode {
                 rules_path: rules,
             },
         ),
+        Command::Hq { command } => crate::control::command::run(command),
         Command::Rules {
             command: RulesCommand::Check { file },
         } => rules_check(&file),
