@@ -19,7 +19,6 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio::sync::OnceCell;
 
 use super::{Delivery, EnvelopeFacts, SinkError, render, render_headers};
 use crate::template::Template;
@@ -72,7 +71,9 @@ impl Compression {
 
 pub struct KafkaSink {
     config: KafkaSinkConfig,
-    producer: OnceCell<FutureProducer>,
+    /// Created on first use; replaced after a fatal error (an idempotent producer that lost
+    /// its sequence state, e.g. when a broker came back without its data, never recovers).
+    producer: std::sync::Mutex<Option<FutureProducer>>,
     /// Whether the last delivery or check reached a broker.
     connected: Arc<AtomicBool>,
 }
@@ -81,7 +82,7 @@ impl KafkaSink {
     pub fn new(config: KafkaSinkConfig) -> KafkaSink {
         KafkaSink {
             config,
-            producer: OnceCell::new(),
+            producer: std::sync::Mutex::new(None),
             connected: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -108,18 +109,29 @@ impl KafkaSink {
         client
     }
 
-    async fn producer(&self) -> Result<&FutureProducer, SinkError> {
-        self.producer
-            .get_or_try_init(|| async {
-                Self::client_config(&self.config)
-                    .create::<FutureProducer>()
-                    .map_err(|err| {
-                        // Settings librdkafka refuses: held, not dead-lettered, until the rules
-                        // are fixed and reloaded.
-                        SinkError::transient(format!("cannot create the Kafka producer: {err}"))
-                    })
-            })
-            .await
+    /// The producer, created when there is none. A producer is a handle: clones share it.
+    fn producer(&self) -> Result<FutureProducer, SinkError> {
+        let mut slot = self.producer.lock().expect("producer lock is never poisoned");
+        if let Some(producer) = slot.as_ref() {
+            return Ok(producer.clone());
+        }
+        let producer = Self::client_config(&self.config)
+            .create::<FutureProducer>()
+            .map_err(|err| {
+                // Settings librdkafka refuses: held, not dead-lettered, until the rules are
+                // fixed and reloaded.
+                SinkError::transient(format!("cannot create the Kafka producer: {err}"))
+            })?;
+        *slot = Some(producer.clone());
+        Ok(producer)
+    }
+
+    /// Drops a producer that hit a fatal error, so the next attempt starts a fresh one.
+    fn replace_if_fatal(&self, producer: &FutureProducer) {
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::warn!(error = %reason, code = ?code, "the Kafka producer failed fatally; starting a new one");
+            *self.producer.lock().expect("producer lock is never poisoned") = None;
+        }
     }
 
     /// Fetches the cluster's metadata: the brokers answer.
@@ -127,7 +139,7 @@ impl KafkaSink {
     /// # Errors
     /// Transient: no broker answered, or the producer cannot be created.
     pub async fn check(&self) -> Result<(), SinkError> {
-        let producer = self.producer().await?.clone();
+        let producer = self.producer()?;
         let connected = Arc::clone(&self.connected);
         let fetched = tokio::task::spawn_blocking(move || {
             producer
@@ -147,7 +159,7 @@ impl KafkaSink {
     }
 
     pub async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), SinkError>> {
-        let producer = match self.producer().await {
+        let producer = match self.producer() {
             Ok(producer) => producer,
             Err(err) => {
                 let reason = err.to_string();
@@ -164,8 +176,11 @@ impl KafkaSink {
         // Every send is started before any is awaited, so librdkafka sees the whole batch.
         let sends = messages
             .iter()
-            .map(|message| Self::send(producer, message));
+            .map(|message| Self::send(&producer, message));
         let results = futures::future::join_all(sends).await;
+        if results.iter().any(Result::is_err) {
+            self.replace_if_fatal(&producer);
+        }
         let reached = results.iter().any(|result| match result {
             Ok(()) => true,
             Err(err) => !err.is_retryable(),

@@ -1,6 +1,8 @@
 //! End-to-end tests: a real relay on 127.0.0.1 port 0, a temporary data dir, real HTTP.
 //! One test binary, as the modules below share the harness.
 
+mod amqp;
+mod brokers;
 mod dead_letters;
 mod dedupe;
 mod harness;
