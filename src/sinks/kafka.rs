@@ -126,11 +126,34 @@ impl KafkaSink {
         Ok(producer)
     }
 
-    /// Drops a producer that hit a fatal error, so the next attempt starts a fresh one.
-    fn replace_if_fatal(&self, producer: &FutureProducer) {
-        if let Some((code, reason)) = producer.client().fatal_error() {
-            tracing::warn!(error = %reason, code = ?code, "the Kafka producer failed fatally; starting a new one");
-            *self.producer.lock().expect("producer lock is never poisoned") = None;
+    /// Drops the producer after a fatal error, or after a batch of which nothing was
+    /// delivered, so the next attempt starts a fresh one. librdkafka reconnects by itself,
+    /// but an idempotent producer whose broker came back without its state (a restarted
+    /// in-memory broker, an expired producer id) can be refused with `UnknownProducerId`
+    /// until its messages time out, again and again; a new producer gets a new id.
+    fn replace_if_stuck(&self, producer: &FutureProducer, results: &[Result<(), SinkError>]) {
+        let fatal = producer.client().fatal_error();
+        let nothing_delivered = results
+            .iter()
+            .all(|result| matches!(result, Err(err) if err.is_retryable()));
+        if fatal.is_none() && !nothing_delivered {
+            return;
+        }
+        match fatal {
+            Some((code, reason)) => {
+                tracing::warn!(error = %reason, code = ?code, "the Kafka producer failed fatally; starting a new one");
+            }
+            None => {
+                tracing::info!("no message of the batch was delivered; starting a new Kafka producer for the next attempt");
+            }
+        }
+        let mut slot = self.producer.lock().expect("producer lock is never poisoned");
+        // Only if no other delivery has replaced it already.
+        if slot
+            .as_ref()
+            .is_some_and(|current| std::ptr::eq(current.client().native_ptr(), producer.client().native_ptr()))
+        {
+            *slot = None;
         }
     }
 
@@ -179,7 +202,7 @@ impl KafkaSink {
             .map(|message| Self::send(&producer, message));
         let results = futures::future::join_all(sends).await;
         if results.iter().any(Result::is_err) {
-            self.replace_if_fatal(&producer);
+            self.replace_if_stuck(&producer, &results);
         }
         let reached = results.iter().any(|result| match result {
             Ok(()) => true,

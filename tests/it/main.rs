@@ -7,5 +7,6 @@ mod dead_letters;
 mod dedupe;
 mod harness;
 mod ingest;
+mod kafka;
 mod restart;
 mod rules;
