@@ -6,6 +6,7 @@ mod brokers;
 mod dead_letters;
 mod dedupe;
 mod harness;
+mod http;
 mod ingest;
 mod kafka;
 mod restart;
