@@ -54,7 +54,8 @@ pub struct ExchangeDeclaration {
 pub struct AmqpSink {
     config: AmqpSinkConfig,
     /// The open connection and its confirm-mode channel; one delivery at a time uses them.
-    link: Mutex<Option<Link>>,
+    /// Boxed: a connection and channel are large, and `Sink` holds one sink of each kind.
+    link: Mutex<Option<Box<Link>>>,
     connected: AtomicBool,
 }
 
@@ -81,10 +82,9 @@ impl AmqpSink {
 
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
-            && self
-                .link
-                .try_lock()
-                .map_or(true, |link| link.as_ref().is_some_and(Link::is_open))
+            && self.link.try_lock().map_or(true, |link| {
+                link.as_ref().is_some_and(|link| link.is_open())
+            })
     }
 
     /// Connects when not connected.
@@ -149,7 +149,7 @@ impl AmqpSink {
             };
             results[index] = outcome;
         }
-        if lost || !link.as_ref().is_some_and(Link::is_open) {
+        if lost || !link.as_ref().is_some_and(|link| link.is_open()) {
             self.forget(&mut link);
         }
         results
@@ -200,19 +200,19 @@ impl AmqpSink {
     }
 
     /// The open channel, connecting first when there is none or it was lost.
-    async fn open<'a>(&self, link: &'a mut Option<Link>) -> Result<&'a Channel, SinkError> {
-        if !link.as_ref().is_some_and(Link::is_open) {
+    async fn open<'a>(&self, link: &'a mut Option<Box<Link>>) -> Result<&'a Channel, SinkError> {
+        if !link.as_ref().is_some_and(|link| link.is_open()) {
             self.forget(link);
             let opened = self.connect().await.inspect_err(|err| {
                 tracing::warn!(error = %err, "cannot connect to the AMQP broker");
             })?;
-            *link = Some(opened);
+            *link = Some(Box::new(opened));
             self.connected.store(true, Ordering::Relaxed);
         }
         Ok(&link.as_ref().expect("opened above").channel)
     }
 
-    fn forget(&self, link: &mut Option<Link>) {
+    fn forget(&self, link: &mut Option<Box<Link>>) {
         self.connected.store(false, Ordering::Relaxed);
         if let Some(old) = link.take() {
             // Closing politely may wait on a dead socket; dropping is enough to free it.
@@ -301,6 +301,9 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
-        assert_eq!(redact("amqps://u@h/"), "amqps://u@h/".replace("u@", "u:***@"));
+        assert_eq!(
+            redact("amqps://u@h/"),
+            "amqps://u@h/".replace("u@", "u:***@")
+        );
     }
 }

@@ -222,7 +222,10 @@ impl HttpSink {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).cloned();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .cloned();
         let body = read_prefix(response).await;
         classify(status, retry_after.as_ref(), &body)
     }
@@ -327,9 +330,21 @@ mod tests {
     #[test]
     fn signing_secrets_are_whsec_base64() {
         assert_eq!(parse_signing_secret("whsec_aGVsbG8=").unwrap(), b"hello");
-        assert!(parse_signing_secret("aGVsbG8=").unwrap_err().contains("whsec_"));
-        assert!(parse_signing_secret("whsec_!!").unwrap_err().contains("base64"));
-        assert!(parse_signing_secret("whsec_").unwrap_err().contains("empty"));
+        assert!(
+            parse_signing_secret("aGVsbG8=")
+                .unwrap_err()
+                .contains("whsec_")
+        );
+        assert!(
+            parse_signing_secret("whsec_!!")
+                .unwrap_err()
+                .contains("base64")
+        );
+        assert!(
+            parse_signing_secret("whsec_")
+                .unwrap_err()
+                .contains("empty")
+        );
     }
 
     #[test]
@@ -342,9 +357,6 @@ mod tests {
             1614265330,
             br#"{"test": 2432232314}"#,
         );
-        assert_eq!(
-            signature,
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 }

@@ -111,7 +111,10 @@ impl KafkaSink {
 
     /// The producer, created when there is none. A producer is a handle: clones share it.
     fn producer(&self) -> Result<FutureProducer, SinkError> {
-        let mut slot = self.producer.lock().expect("producer lock is never poisoned");
+        let mut slot = self
+            .producer
+            .lock()
+            .expect("producer lock is never poisoned");
         if let Some(producer) = slot.as_ref() {
             return Ok(producer.clone());
         }
@@ -144,15 +147,22 @@ impl KafkaSink {
                 tracing::warn!(error = %reason, code = ?code, "the Kafka producer failed fatally; starting a new one");
             }
             None => {
-                tracing::info!("no message of the batch was delivered; starting a new Kafka producer for the next attempt");
+                tracing::info!(
+                    "no message of the batch was delivered; starting a new Kafka producer for the next attempt"
+                );
             }
         }
-        let mut slot = self.producer.lock().expect("producer lock is never poisoned");
+        let mut slot = self
+            .producer
+            .lock()
+            .expect("producer lock is never poisoned");
         // Only if no other delivery has replaced it already.
-        if slot
-            .as_ref()
-            .is_some_and(|current| std::ptr::eq(current.client().native_ptr(), producer.client().native_ptr()))
-        {
+        if slot.as_ref().is_some_and(|current| {
+            std::ptr::eq(
+                current.client().native_ptr(),
+                producer.client().native_ptr(),
+            )
+        }) {
             *slot = None;
         }
     }
@@ -208,11 +218,12 @@ impl KafkaSink {
             Ok(()) => true,
             Err(err) => !err.is_retryable(),
         });
-        let unreached = results.iter().any(|result| {
-            matches!(result, Err(err) if err.is_retryable())
-        });
+        let unreached = results
+            .iter()
+            .any(|result| matches!(result, Err(err) if err.is_retryable()));
         if reached || unreached {
-            self.connected.store(reached && !unreached, Ordering::Relaxed);
+            self.connected
+                .store(reached && !unreached, Ordering::Relaxed);
         }
         results
     }

@@ -11,8 +11,8 @@ use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 
 use crate::brokers::{
-    AMQP_URL, OPEN, RABBITMQ, assert_all_arrived, assert_outage_was_felt, brokers_enabled, dead_letters, eventually,
-    post_forms, run, unique, wait_for_lines,
+    AMQP_URL, OPEN, RABBITMQ, assert_all_arrived, assert_outage_was_felt, brokers_enabled,
+    dead_letters, eventually, post_forms, run, unique, wait_for_lines,
 };
 use crate::harness::{Relay, form_xml};
 
@@ -150,9 +150,18 @@ async fn envelopes_and_raw_bodies_arrive_exactly_with_their_properties() {
 
     let received = consume(&raw, 1, Duration::from_secs(20)).await;
     assert_eq!(received.len(), 1, "one message on {raw}");
-    assert_eq!(received[0].body, body.as_bytes(), "the body exactly as sent");
     assert_eq!(
-        received[0].properties.content_type().as_ref().unwrap().as_str(),
+        received[0].body,
+        body.as_bytes(),
+        "the body exactly as sent"
+    );
+    assert_eq!(
+        received[0]
+            .properties
+            .content_type()
+            .as_ref()
+            .unwrap()
+            .as_str(),
         "text/xml"
     );
     relay.stop().await;
@@ -186,11 +195,14 @@ async fn a_broker_outage_in_the_middle_of_a_load_loses_nothing() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let batch = consume(&queue, accepted.len(), Duration::from_secs(2)).await;
-        arrived.extend(
-            batch
-                .into_iter()
-                .map(|message| message.properties.message_id().as_ref().unwrap().to_string()),
-        );
+        arrived.extend(batch.into_iter().map(|message| {
+            message
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string()
+        }));
         let distinct: std::collections::HashSet<&String> = arrived.iter().collect();
         if distinct.len() >= accepted.len() || tokio::time::Instant::now() > deadline {
             break;
@@ -235,7 +247,10 @@ async fn a_broker_down_at_start_leaves_the_relay_up_and_the_sink_reported_unheal
     assert_eq!(response.status(), 202, "the relay accepts and holds");
     let sink = eventually("the sink reported", Duration::from_secs(20), || async {
         let (status, ready) = relay.admin_get("/readyz").await;
-        assert_eq!(status, 200, "a sink that is down does not make the relay unready");
+        assert_eq!(
+            status, 200,
+            "a sink that is down does not make the relay unready"
+        );
         let sink = ready["sinks"]["queue"].clone();
         (sink["healthy"] == false).then_some(sink)
     })

@@ -35,7 +35,12 @@ pub fn unique(prefix: &str) -> String {
 
 /// Posts `count` forms, `concurrency` at a time, and returns the ids ingress accepted (202),
 /// in no particular order. Forms are numbered from `first`.
-pub async fn post_forms(relay: &Relay, first: usize, count: usize, concurrency: usize) -> Vec<String> {
+pub async fn post_forms(
+    relay: &Relay,
+    first: usize,
+    count: usize,
+    concurrency: usize,
+) -> Vec<String> {
     let posts = (first..first + count).map(|n| async move {
         let response = relay
             .post("/ingest/hq", "text/xml", form_xml(&format!("form-{n}")))
@@ -100,7 +105,10 @@ where
 pub async fn dead_letters(relay: &Relay, sink: &str, count: usize) -> Vec<Value> {
     eventually("dead letters", Duration::from_secs(60), || async {
         let (_, listed) = relay.admin_get(&format!("/dead-letters?sink={sink}")).await;
-        let letters = listed["dead_letters"].as_array().cloned().unwrap_or_default();
+        let letters = listed["dead_letters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         (letters.len() >= count).then_some(letters)
     })
     .await
@@ -144,10 +152,14 @@ pub fn file_lines(relay: &Relay, path: &str) -> Vec<String> {
 
 /// Waits until the file sink at `path` has `count` lines and returns them.
 pub async fn wait_for_lines(relay: &Relay, path: &str, count: usize) -> Vec<String> {
-    eventually(&format!("{count} lines in {path}"), Duration::from_secs(30), || async {
-        let lines = file_lines(relay, path);
-        (lines.len() >= count).then_some(lines)
-    })
+    eventually(
+        &format!("{count} lines in {path}"),
+        Duration::from_secs(30),
+        || async {
+            let lines = file_lines(relay, path);
+            (lines.len() >= count).then_some(lines)
+        },
+    )
     .await
 }
 
@@ -160,6 +172,9 @@ pub async fn assert_outage_was_felt(relay: &Relay, sink: &str) {
         .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or(0);
-    assert!(retried > 0, "the outage should have made deliveries fail:\n{metrics}");
+    assert!(
+        retried > 0,
+        "the outage should have made deliveries fail:\n{metrics}"
+    );
     eprintln!("{retried} deliveries were retried during the outage");
 }

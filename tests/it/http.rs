@@ -134,7 +134,10 @@ fn verify_signatures(requests: &[Request]) {
     let output = child.wait_with_output().unwrap();
     let verdicts = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "signatures refused:\n{verdicts}");
-    assert_eq!(verdicts.lines().filter(|line| *line == "ok").count(), requests.len());
+    assert_eq!(
+        verdicts.lines().filter(|line| *line == "ok").count(),
+        requests.len()
+    );
 }
 
 fn rules(sinks: &str, rules: &str) -> String {
@@ -169,8 +172,15 @@ async fn envelopes_and_raw_bodies_arrive_exactly_signed_and_authenticated() {
         (accepted.len() >= 2).then_some(accepted)
     })
     .await;
-    let hook = requests.iter().find(|r| r.path == "/hook/form").expect("/hook/form");
-    assert_eq!(hook.body, spooled.as_bytes(), "the envelope exactly as spooled");
+    let hook = requests
+        .iter()
+        .find(|r| r.path == "/hook/form")
+        .expect("/hook/form");
+    assert_eq!(
+        hook.body,
+        spooled.as_bytes(),
+        "the envelope exactly as spooled"
+    );
     assert_eq!(hook.header("content-type"), Some("application/json"));
     assert_eq!(hook.header("idempotency-key"), Some(id.as_str()));
     assert_eq!(hook.header("webhook-id"), Some(id.as_str()));
@@ -182,7 +192,11 @@ async fn envelopes_and_raw_bodies_arrive_exactly_signed_and_authenticated() {
     assert_eq!(raw.body, body.as_bytes(), "the body exactly as sent");
     assert_eq!(raw.header("content-type"), Some("text/xml"));
     assert_eq!(raw.header("authorization"), Some("Basic dTpw"));
-    assert_eq!(raw.header("webhook-signature"), None, "no secret, no signature");
+    assert_eq!(
+        raw.header("webhook-signature"),
+        None,
+        "no secret, no signature"
+    );
     relay.stop().await;
 }
 
@@ -205,14 +219,18 @@ async fn a_receiver_answering_503_in_the_middle_of_a_load_loses_nothing() {
     };
     let (during, ()) = tokio::join!(post_forms(&relay, 1000, 2000, 16), outage);
     accepted.extend(during);
-    let delivered = eventually("every envelope delivered", Duration::from_secs(60), || async {
-        let delivered = receiver.accepted();
-        let distinct: std::collections::HashSet<&str> = delivered
-            .iter()
-            .filter_map(|request| request.header("idempotency-key"))
-            .collect();
-        (distinct.len() >= accepted.len()).then_some(delivered)
-    })
+    let delivered = eventually(
+        "every envelope delivered",
+        Duration::from_secs(60),
+        || async {
+            let delivered = receiver.accepted();
+            let distinct: std::collections::HashSet<&str> = delivered
+                .iter()
+                .filter_map(|request| request.header("idempotency-key"))
+                .collect();
+            (distinct.len() >= accepted.len()).then_some(delivered)
+        },
+    )
     .await;
     let ids: Vec<String> = delivered
         .iter()
@@ -226,7 +244,10 @@ async fn a_receiver_answering_503_in_the_middle_of_a_load_loses_nothing() {
         .iter()
         .filter(|request| request.status == 503)
         .count();
-    assert!(refused > 0, "the receiver refused some while it answered 503");
+    assert!(
+        refused > 0,
+        "the receiver refused some while it answered 503"
+    );
     assert_outage_was_felt(&relay, "hook").await;
     verify_signatures(&delivered[..delivered.len().min(200)]);
     relay.stop().await;
@@ -236,7 +257,10 @@ async fn a_receiver_answering_503_in_the_middle_of_a_load_loses_nothing() {
 async fn a_400_becomes_a_dead_letter_naming_the_status() {
     let receiver = Receiver::start().await;
     let text = rules(
-        &format!("  hook: {{ type: http, url: \"{}\" }}", receiver.url("/reject")),
+        &format!(
+            "  hook: {{ type: http, url: \"{}\" }}",
+            receiver.url("/reject")
+        ),
         "  - { name: all, to: hook }\n",
     );
     let (relay, _rules, _dir) = Relay::start_with_rules(&text, OPEN).await;
@@ -247,6 +271,9 @@ async fn a_400_becomes_a_dead_letter_naming_the_status() {
         reason.contains("400 Bad Request") && reason.contains("receiver says no"),
         "{reason}"
     );
-    assert_eq!(letters[0]["attempts"], 1, "a permanent failure is not retried");
+    assert_eq!(
+        letters[0]["attempts"], 1,
+        "a permanent failure is not retried"
+    );
     relay.stop().await;
 }

@@ -173,7 +173,10 @@ async fn envelopes_arrive_exactly_with_their_key_and_headers() {
     assert_eq!(message.header("content_type"), Some("application/json"));
     assert_eq!(message.header("kind"), Some("form"));
     assert_eq!(message.header("source"), Some("hq"));
-    assert_eq!(message.header("dedupe_key"), envelope["dedupe_key"].as_str());
+    assert_eq!(
+        message.header("dedupe_key"),
+        envelope["dedupe_key"].as_str()
+    );
     assert_eq!(
         message.header("xmlns"),
         Some("http://openrosa.org/formdesigner/TEST-FORM")
@@ -236,7 +239,9 @@ async fn a_message_too_large_becomes_a_dead_letter_naming_the_reason() {
         "  - { name: all, to: topic }\n",
     );
     let (relay, _rules, _dir) = Relay::start_with_rules(&text, OPEN).await;
-    relay.post("/ingest/hq", "text/xml", form_xml("large")).await;
+    relay
+        .post("/ingest/hq", "text/xml", form_xml("large"))
+        .await;
     let letters = dead_letters(&relay, "topic", 1).await;
     let reason = letters[0]["reason"].as_str().unwrap();
     assert!(reason.to_lowercase().contains("too large"), "{reason}");

@@ -233,9 +233,13 @@ fn read_auth(node: &Node, errors: &mut Errors) -> Option<HttpAuth> {
         Basic,
         Bearer,
     }
-    let kind = map
-        .required("type", errors)
-        .and_then(|node| node.as_choice("auth type", &[("basic", Type::Basic), ("bearer", Type::Bearer)], errors));
+    let kind = map.required("type", errors).and_then(|node| {
+        node.as_choice(
+            "auth type",
+            &[("basic", Type::Basic), ("bearer", Type::Bearer)],
+            errors,
+        )
+    });
     let Some(kind) = kind else {
         map.abandon();
         return None;
@@ -249,7 +253,9 @@ fn read_auth(node: &Node, errors: &mut Errors) -> Option<HttpAuth> {
         Type::Basic => {
             let username = text(&mut map, "username", errors);
             let password = text(&mut map, "password", errors);
-            username.zip(password).map(|(username, password)| HttpAuth::Basic { username, password })
+            username
+                .zip(password)
+                .map(|(username, password)| HttpAuth::Basic { username, password })
         }
         Type::Bearer => text(&mut map, "token", errors).map(|token| HttpAuth::Bearer { token }),
     };
