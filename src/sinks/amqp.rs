@@ -17,6 +17,8 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     PublisherConfirm,
 };
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
 use super::{Delivery, EnvelopeFacts, SinkError, render, render_headers};
@@ -25,6 +27,9 @@ use crate::template::Template;
 /// AMQP's persistent delivery mode: the broker writes the message to disk before confirming
 /// it (for a durable queue).
 const PERSISTENT: u8 = 2;
+/// How long a batch's confirms may take once it is published. A broker under memory or disk
+/// alarm blocks publishers; past this the connection is dropped and the batch tried again.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct AmqpSinkConfig {
@@ -92,7 +97,11 @@ impl AmqpSink {
     /// # Errors
     /// Transient: the broker cannot be reached, refuses the login or the exchange declaration.
     pub async fn check(&self) -> Result<(), SinkError> {
-        let mut link = self.link.lock().await;
+        // A delivery in progress holds the link and reports its own outcome; waiting for it
+        // would only make a long batch look like an unreachable broker.
+        let Ok(mut link) = self.link.try_lock() else {
+            return Ok(());
+        };
         self.open(&mut link).await.map(|_| ())
     }
 
@@ -103,15 +112,19 @@ impl AmqpSink {
             Err(err) => return batch.iter().map(|_| Err(err.clone())).collect(),
         };
         // Publish everything first, then await the confirms: the broker confirms in bulk.
+        // The publishes run together: each one's frames are queued (in batch order) on its
+        // first poll, and lapin's writer then sends them in large writes, instead of one
+        // write and one wake-up per message.
+        let publishes: Vec<BoxFuture<'_, Result<PublisherConfirm, SinkError>>> = batch
+            .iter()
+            .map(|delivery| self.publish(&channel, delivery).boxed())
+            .collect();
+        let published = futures::future::join_all(publishes).await;
         let mut results: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
         let mut pending: Vec<(usize, PublisherConfirm)> = Vec::with_capacity(batch.len());
         let mut lost = false;
-        for (index, delivery) in batch.iter().enumerate() {
-            if lost {
-                results.push(Err(SinkError::transient("the AMQP channel closed")));
-                continue;
-            }
-            match self.publish(&channel, delivery).await {
+        for (index, outcome) in published.into_iter().enumerate() {
+            match outcome {
                 Ok(confirm) => {
                     results.push(Ok(()));
                     pending.push((index, confirm));
@@ -122,8 +135,17 @@ impl AmqpSink {
                 }
             }
         }
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         for (index, confirm) in pending {
-            let outcome = match confirm.await {
+            let Ok(confirmed) = tokio::time::timeout_at(deadline, confirm).await else {
+                lost = true;
+                results[index] = Err(SinkError::transient(format!(
+                    "the broker did not confirm within {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                )));
+                continue;
+            };
+            let outcome = match confirmed {
                 Ok(Confirmation::Ack(None)) => Ok(()),
                 Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
                     Err(SinkError::permanent(format!(

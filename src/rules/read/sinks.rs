@@ -146,10 +146,8 @@ fn read_settings(node: &Node, errors: &mut Errors) -> Option<Vec<(String, String
     let mut complete = true;
     for entry in map.entries() {
         match entry.value.as_text(errors) {
-            Some(value) if !matches!(entry.value.value, crate::yaml::Value::Map(_)) => {
-                settings.push((entry.key.clone(), value.to_owned()));
-            }
-            _ => complete = false,
+            Some(value) => settings.push((entry.key.clone(), value.to_owned())),
+            None => complete = false,
         }
     }
     map.abandon();
