@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it and .ci/run calls it: every cargo test, then
 # each example rules file's own `tests:` through `ccrelay rules test`, as an operator's CI would.
+# The sink tests talk to real brokers: scripts/brokers.sh starts RabbitMQ and Kafka (tansu) and
+# CCRELAY_BROKERS=1 turns those tests on (without it they say they are skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/brokers.sh
+export CCRELAY_BROKERS=1
 cargo test --locked --all-targets
 for rules in tests/rules/*.yaml; do
   [ -e "$rules" ] || continue

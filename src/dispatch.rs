@@ -75,6 +75,14 @@ impl Dispatcher {
     /// Runs until `shutdown`, then drains: delivers what is spooled until it is caught up or a
     /// delivery fails (the rest stays queued for the next start). The caller bounds the drain.
     pub async fn run(self, shutdown: CancellationToken) {
+        let probe = shutdown.child_token();
+        let _stop_probe = probe.clone().drop_guard();
+        tokio::spawn(probe_sink(
+            self.sink_name.clone(),
+            Arc::clone(&self.sink),
+            Arc::clone(&self.metrics),
+            probe,
+        ));
         let mut reader = Some(self.spool.reader(self.spool.cursor(&self.sink_name)));
         let mut cursor = CursorWriter::new(&self);
         loop {
@@ -202,6 +210,12 @@ impl Dispatcher {
                 .sink_healthy
                 .with_label_values(&[&self.sink_name])
                 .set(healthy);
+            if let Some(connected) = sink.connected() {
+                self.metrics
+                    .sink_connected
+                    .with_label_values(&[&self.sink_name])
+                    .set(i64::from(connected));
+            }
             pending = retry;
             if !pending.is_empty() {
                 let delay = self.retry.delay(attempt - 1, retry_after);
@@ -284,6 +298,56 @@ impl Dispatcher {
                 tracing::error!(sink = %self.sink_name, envelope_id = %letter.envelope_id, error = %err, "cannot store a dead letter, will try again");
                 false
             }
+        }
+    }
+}
+
+/// How often a network sink's connection is checked between deliveries.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Checks the sink's far side at start and then every `PROBE_INTERVAL`, so `/readyz` and the
+/// metrics say a broker is unreachable before (or without) an envelope failing on it. The
+/// health gauge follows the checks only when they change their answer; between changes,
+/// deliveries set it.
+async fn probe_sink(
+    name: String,
+    sink: Arc<ArcSwap<Sink>>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut last: Option<bool> = None;
+    loop {
+        let current = sink.load_full();
+        let checked = tokio::select! {
+            checked = current.check() => checked,
+            () = stop.cancelled() => return,
+        };
+        let reachable = checked.is_ok();
+        if let Err(err) = &checked {
+            if last != Some(false) {
+                tracing::warn!(sink = %name, error = %err, "sink unreachable");
+            }
+        }
+        if last != Some(reachable) {
+            metrics
+                .sink_healthy
+                .with_label_values(&[&name])
+                .set(i64::from(reachable));
+        }
+        if let Some(connected) = current.connected() {
+            metrics
+                .sink_connected
+                .with_label_values(&[&name])
+                .set(i64::from(connected));
+        } else {
+            // Nothing to keep connected (file, http): one check at start says enough.
+            return;
+        }
+        last = Some(reachable);
+        drop(current);
+        tokio::select! {
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

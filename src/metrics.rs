@@ -26,6 +26,7 @@ pub struct Metrics {
     pub sink_delivery_duration: HistogramVec,
     pub sink_dead_letters: IntCounterVec,
     pub sink_healthy: IntGaugeVec,
+    pub sink_connected: IntGaugeVec,
     pub rules_reloads: IntCounterVec,
     pub rules_unmatched: IntCounterVec,
 }
@@ -91,6 +92,17 @@ impl Metrics {
         registry
             .register(Box::new(sink_healthy.clone()))
             .expect("metric names are unique");
+        let sink_connected = IntGaugeVec::new(
+            Opts::new(
+                "ccrelay_sink_connected",
+                "1 while a network sink (amqp, kafka) holds a connection to its broker, else 0",
+            ),
+            &["sink"],
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(sink_connected.clone()))
+            .expect("metric names are unique");
 
         Metrics {
             ingress_requests: counter_vec(
@@ -147,6 +159,7 @@ impl Metrics {
                 &["sink"],
             ),
             sink_healthy,
+            sink_connected,
             rules_reloads: counter_vec(
                 "ccrelay_rules_reloads_total",
                 "Rules file reloads by result (success, unchanged, failure)",
