@@ -99,6 +99,8 @@ pub async fn run(
     .map_err(|errors| anyhow::anyhow!("the rules file is not valid:\n{errors}"))?;
     let live_rules = Arc::new(live_rules);
 
+    let control = crate::control::Control::open(&config, &live_rules).await?;
+
     let mut supervisor = Supervisor::new(
         spool.clone(),
         DeadLetters::new(&config.data_dir),
@@ -120,8 +122,7 @@ pub async fn run(
         stop_dispatch.clone(),
     ));
 
-    let control_state = crate::control::start(&config, &dispatchers)
-        .context("cannot open the Data Forwarding registrations")?;
+    let control_state = control.spawn(&config, &dispatchers, &stop_dispatch);
 
     let ingress_ready = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();

@@ -27,53 +27,89 @@ pub use resource::{Forwarder, RepeaterType};
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::live_rules::LiveRules;
-use crate::sinks::SinkConfig;
-use registry::{Registration, Registry, RegistryError};
+use registry::Registry;
 
-/// Opens the registry and, when `control.register_on_start` is set, applies the configured
-/// forwarders to HQ in the background (a failure there is logged; the relay serves anyway).
-///
-/// # Errors
-/// When the registrations file cannot be read.
-pub fn start(config: &Config, tracker: &TaskTracker) -> Result<api::ControlState, RegistryError> {
-    let registry = Arc::new(Registry::open(
-        &config.data_dir,
-        config.control.max_registrations,
-    )?);
-    if config.control.register_on_start {
-        let config = config.clone();
-        tracker.spawn(async move { command::register_on_start(&config).await });
-    }
-    Ok(api::ControlState {
-        registry,
-        api_keys: Arc::new(config.control.api_keys.clone()),
-    })
+/// The control module as `serve` runs it.
+pub struct Control {
+    registry: Arc<Registry>,
+    live: Arc<LiveRules>,
 }
 
-/// Keeps the subscriptions in `live` equal to the registry's registrations: once now, then
-/// after every change, until `stop`. A change that cannot be applied is logged and recorded
-/// in the rules status by `live` itself; the next change tries again.
+impl Control {
+    /// Opens the registry and merges its registrations into the rules in force, before the
+    /// dispatchers start: a restart must find every `control-<id>` sink in the rules, or its
+    /// cursor would be forgotten as an orphan.
+    ///
+    /// # Errors
+    /// When the registrations file cannot be read, or its sinks clash with the rules file's.
+    pub async fn open(config: &Config, live: &Arc<LiveRules>) -> anyhow::Result<Control> {
+        let registry = Registry::open(&config.data_dir, config.control.max_registrations)
+            .context("cannot open the Data Forwarding registrations")?;
+        let registry = Arc::new(registry);
+        let subscriptions = subscriptions::compile(&registry.all(), &subscriptions::http_sink);
+        let applying = Arc::clone(live);
+        tokio::task::spawn_blocking(move || applying.set_subscriptions(subscriptions))
+            .await
+            .context("merging the registrations into the rules panicked")?
+            .map_err(|error| anyhow::anyhow!("cannot merge the registrations: {error}"))?;
+        Ok(Control {
+            registry,
+            live: Arc::clone(live),
+        })
+    }
+
+    /// Starts following the registry (changes apply without a restart) and, when
+    /// `control.register_on_start` is set, applies the configured forwarders to HQ in the
+    /// background (a failure there is logged; the relay serves anyway). Returns the served
+    /// API's state.
+    pub fn spawn(
+        self,
+        config: &Config,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> api::ControlState {
+        if config.control.register_on_start {
+            let config = config.clone();
+            tracker.spawn(async move { command::register_on_start(&config).await });
+        }
+        tracker.spawn(follow_registry(
+            Arc::clone(&self.registry),
+            self.live,
+            Arc::new(subscriptions::http_sink),
+            stop.clone(),
+        ));
+        api::ControlState {
+            registry: self.registry,
+            api_keys: Arc::new(config.control.api_keys.clone()),
+        }
+    }
+}
+
+/// Keeps the subscriptions in `live` equal to the registry's registrations after every
+/// change, until `stop`. A change that cannot be applied is logged and recorded in the rules
+/// status by `live` itself; the next change tries again.
 pub async fn follow_registry(
     registry: Arc<Registry>,
     live: Arc<LiveRules>,
-    sink_for: Arc<dyn Fn(&Registration) -> SinkConfig + Send + Sync>,
+    sink_for: Arc<subscriptions::SinkFor>,
     stop: CancellationToken,
 ) {
     let mut changes = registry.subscribe();
     loop {
-        changes.mark_unchanged();
-        let subscriptions = subscriptions::compile(&registry.all(), &*sink_for);
-        let applying = Arc::clone(&live);
-        let _ =
-            tokio::task::spawn_blocking(move || applying.set_subscriptions(subscriptions)).await;
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             () = stop.cancelled() => return,
         }
+        let subscriptions = subscriptions::compile(&registry.all(), &*sink_for);
+        let applying = Arc::clone(&live);
+        // Errors are logged and kept in the rules status by `set_subscriptions` itself.
+        let _ =
+            tokio::task::spawn_blocking(move || applying.set_subscriptions(subscriptions)).await;
     }
 }

@@ -400,12 +400,13 @@ fn fields_from(domain: &str, id: Option<&str>, object: &Map<String, Value>) -> A
     }
     let url = text("url")?.ok_or_else(|| ApiError::BadRequest("missing field `url`".to_owned()))?;
     let valid_url = url.chars().count() <= MAX_URL_CHARS
+        && !url.contains(|c: char| c == '{' || c == '}' || c.is_whitespace())
         && reqwest::Url::parse(url).is_ok_and(|parsed| {
             matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some()
         });
     if !valid_url {
         return Err(ApiError::BadRequest(format!(
-            "`url` must be an http or https URL of at most {MAX_URL_CHARS} characters"
+            "`url` must be an http or https URL of at most {MAX_URL_CHARS} characters, without spaces or braces"
         )));
     }
     if let Some(body_domain) = text("domain")? {
@@ -487,7 +488,9 @@ mod tests {
         );
         check_fields(
             json!({"type": "FormRepeater", "url": "ftp://x.org/f"}),
-            Err("`url` must be an http or https URL of at most 255 characters"),
+            Err(
+                "`url` must be an http or https URL of at most 255 characters, without spaces or braces",
+            ),
         );
         check_fields(
             json!({"type": "FormRepeater", "url": "https://x.org/f", "domain": "e"}),

@@ -609,6 +609,286 @@ async fn registrations_survive_a_restart() {
     assert_eq!(status, 200);
     assert_eq!(body["type"], "ShortFormRepeater");
     assert_eq!(body["url"], "https://svc.example.org/stubs");
+    let id = location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .expect("id");
+    let (_, rules) = restarted.admin_get("/rules").await;
+    assert!(
+        rules["sinks"]
+            .as_array()
+            .expect("sinks")
+            .contains(&json!(format!("control-{id}"))),
+        "merged before serving: {rules}"
+    );
     restarted.stop().await;
     drop(temp);
+}
+
+/// A service behind ccrelay that registered itself: records every request it gets.
+#[derive(Clone, Default)]
+struct Receiver {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    content_type: String,
+    received_on: Option<String>,
+    server_modified_on: Option<String>,
+    body: String,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let addr = listener.local_addr().expect("address");
+        let receiver = self.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                let receiver = receiver.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|value| value.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    receiver.requests.lock().expect("lock").push(Received {
+                        path: uri.path().to_owned(),
+                        content_type: header("content-type").unwrap_or_default(),
+                        received_on: header("received-on"),
+                        server_modified_on: header("server-modified-on"),
+                        body,
+                    });
+                    axum::http::StatusCode::OK
+                }
+            },
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver serves") });
+        format!("http://{addr}")
+    }
+
+    async fn wait_for(&self, count: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let requests = self.requests.lock().expect("lock").clone();
+            if requests.len() >= count || Instant::now() > deadline {
+                return requests;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until the rules in force have exactly these `control-` sinks.
+async fn wait_for_control_sinks(relay: &Relay, mut expected: Vec<String>) {
+    expected.sort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, status) = relay.admin_get("/rules").await;
+        let mut sinks: Vec<String> = status["sinks"]
+            .as_array()
+            .expect("sinks")
+            .iter()
+            .filter_map(|sink| sink.as_str())
+            .filter(|sink| sink.starts_with("control-"))
+            .map(str::to_owned)
+            .collect();
+        sinks.sort();
+        if sinks == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "control sinks {sinks:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn register(
+    relay: &Relay,
+    domain: &str,
+    key: &str,
+    repeater_type: &str,
+    url: &str,
+) -> String {
+    let (status, headers, _) = call(
+        relay,
+        reqwest::Method::POST,
+        &format!("/a/{domain}/api/v0.5/data-forwarding/"),
+        Some(key),
+        Some(json!({"type": repeater_type, "url": url})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().expect("text");
+    location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .expect("id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_registered_endpoint_receives_exactly_its_domains_payloads_of_its_type() {
+    let receiver = Receiver::default();
+    let service = receiver.start().await;
+    let relay = Relay::start(&format!(
+        "{SOURCES}  ug:\n    domain: uganda\n    auth: {{ type: basic, credentials: [ {{ username: hq, password: hq-secret }} ] }}\n{API_KEYS}"
+    ))
+    .await;
+    let forms = register(
+        &relay,
+        "kenya-mch",
+        "key-kenya",
+        "FormRepeater",
+        &format!("{service}/kenya/forms"),
+    )
+    .await;
+    let cases = register(
+        &relay,
+        "kenya-mch",
+        "key-kenya",
+        "CaseRepeater",
+        &format!("{service}/kenya/cases"),
+    )
+    .await;
+    let uganda = register(
+        &relay,
+        "uganda",
+        "key-uganda",
+        "FormRepeater",
+        &format!("{service}/uganda/forms"),
+    )
+    .await;
+    wait_for_control_sinks(
+        &relay,
+        vec![
+            format!("control-{forms}"),
+            format!("control-{cases}"),
+            format!("control-{uganda}"),
+        ],
+    )
+    .await;
+
+    let post = |source: &'static str, body: String, header: (&'static str, &'static str)| {
+        relay
+            .client
+            .post(relay.url(&format!("/ingest/{source}")))
+            .basic_auth("hq", Some("hq-secret"))
+            .header("content-type", "text/xml")
+            .header(header.0, header.1)
+            .body(body)
+            .send()
+    };
+    let kenya_form = harness::form_xml("kenya-form-1");
+    let case = case_xml("kenya-case-1");
+    let uganda_form = harness::form_xml("uganda-form-1");
+    let statuses = [
+        post(
+            "hq",
+            kenya_form.clone(),
+            ("received-on", "2024-05-02T06:14:09.482113Z"),
+        )
+        .await
+        .expect("ingress")
+        .status(),
+        post(
+            "hq",
+            case.clone(),
+            ("server-modified-on", "2024-05-02T06:14:09.611402Z"),
+        )
+        .await
+        .expect("ingress")
+        .status(),
+        post(
+            "ug",
+            uganda_form.clone(),
+            ("received-on", "2024-05-03T07:00:00.000000Z"),
+        )
+        .await
+        .expect("ingress")
+        .status(),
+    ];
+    assert!(
+        statuses.iter().all(|status| status.as_u16() == 202),
+        "{statuses:?}"
+    );
+
+    receiver.wait_for(3).await;
+    // Everything is delivered to the archive too; give a wrong extra delivery time to show up.
+    relay.wait_for_output(3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut received = receiver.requests.lock().expect("lock").clone();
+    received.sort_by(|a, b| a.path.cmp(&b.path));
+    let summary: Vec<(&str, &str, Option<&str>, Option<&str>)> = received
+        .iter()
+        .map(|request| {
+            (
+                request.path.as_str(),
+                request.content_type.as_str(),
+                request.received_on.as_deref(),
+                request.server_modified_on.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "/kenya/cases",
+                "text/xml",
+                None,
+                Some("2024-05-02T06:14:09.611402Z")
+            ),
+            (
+                "/kenya/forms",
+                "text/xml",
+                Some("2024-05-02T06:14:09.482113Z"),
+                None
+            ),
+            (
+                "/uganda/forms",
+                "text/xml",
+                Some("2024-05-03T07:00:00.000000Z"),
+                None
+            ),
+        ]
+    );
+    assert_eq!(received[0].body, case, "the raw body, as HQ sent it");
+    assert_eq!(received[1].body, kenya_form);
+    assert_eq!(received[2].body, uganda_form);
+    let metrics = relay.metrics().await;
+    assert!(
+        metrics.contains(&format!("sink=\"control-{forms}\"")),
+        "per-sink metrics"
+    );
+
+    // Deleting a registration removes its sink without a restart.
+    let detail = format!("{LIST}{forms}/");
+    assert_eq!(
+        call(
+            &relay,
+            reqwest::Method::DELETE,
+            &detail,
+            Some("key-kenya"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    wait_for_control_sinks(
+        &relay,
+        vec![format!("control-{cases}"), format!("control-{uganda}")],
+    )
+    .await;
+    relay.stop().await;
 }

@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// The stand-in caps pages at this size, smaller than ccrelay asks for, so clients must
 /// follow `meta.next`.
@@ -46,7 +45,6 @@ pub struct HqStandin {
     /// The domains the user administers; others answer 403.
     admin_of: Vec<String>,
     inner: Arc<Mutex<Inner>>,
-    stop: CancellationToken,
 }
 
 impl HqStandin {
@@ -60,7 +58,6 @@ impl HqStandin {
             api_key: api_key.to_owned(),
             admin_of: admin_of.iter().map(|domain| (*domain).to_owned()).collect(),
             inner: Arc::default(),
-            stop: CancellationToken::new(),
         };
         let app = Router::new()
             .route(
@@ -72,18 +69,11 @@ impl HqStandin {
                 get(detail).put(update).delete(remove),
             )
             .with_state(standin.clone());
-        let stop = standin.stop.clone();
+        // Runs until the test's runtime ends.
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .expect("stand-in serves");
+            axum::serve(listener, app).await.expect("stand-in serves");
         });
         standin
-    }
-
-    pub fn stop(&self) {
-        self.stop.cancel();
     }
 
     pub fn url(&self) -> String {
@@ -174,36 +164,41 @@ impl HqStandin {
     }
 
     /// Auth, removal and throttling, in HQ's order: the URL must exist before auth matters.
-    fn admit(&self, domain: &str, headers: &HeaderMap, request: String) -> Result<(), Response> {
+    /// `Some` is the refusal to answer.
+    fn admit(&self, domain: &str, headers: &HeaderMap, request: String) -> Option<Response> {
         let mut inner = self.lock();
         inner.requests.push(request);
         if inner.removed {
-            return Err((StatusCode::NOT_FOUND, "<h1>Not Found</h1>").into_response());
+            return Some((StatusCode::NOT_FOUND, "<h1>Not Found</h1>").into_response());
         }
         if inner.throttle > 0 {
             inner.throttle -= 1;
-            return Err((
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, "1")],
-                "slow down",
-            )
-                .into_response());
+            return Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, "1")],
+                    "slow down",
+                )
+                    .into_response(),
+            );
         }
         let expected = format!("ApiKey {}:{}", self.username, self.api_key);
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
         if given != Some(expected.as_str()) {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": "not authorized"})),
-            )
-                .into_response());
+            return Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "not authorized"})),
+                )
+                    .into_response(),
+            );
         }
         if !self.admin_of.iter().any(|admin| admin == domain) {
-            return Err(StatusCode::FORBIDDEN.into_response());
+            return Some(StatusCode::FORBIDDEN.into_response());
         }
-        Ok(())
+        None
     }
 }
 
@@ -237,7 +232,7 @@ async fn list(
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = standin.admit(&domain, &headers, format!("GET list {domain} {query:?}"))
+    if let Some(response) = standin.admit(&domain, &headers, format!("GET list {domain} {query:?}"))
     {
         return response;
     }
@@ -277,7 +272,7 @@ async fn create(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if let Err(response) = standin.admit(&domain, &headers, format!("POST {domain} {body}")) {
+    if let Some(response) = standin.admit(&domain, &headers, format!("POST {domain} {body}")) {
         return response;
     }
     let Some((repeater_type, url)) = body_fields(&body) else {
@@ -299,7 +294,7 @@ async fn detail(
     Path((domain, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = standin.admit(&domain, &headers, format!("GET {domain} {id}")) {
+    if let Some(response) = standin.admit(&domain, &headers, format!("GET {domain} {id}")) {
         return response;
     }
     match standin
@@ -318,7 +313,7 @@ async fn update(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if let Err(response) = standin.admit(&domain, &headers, format!("PUT {domain} {id} {body}")) {
+    if let Some(response) = standin.admit(&domain, &headers, format!("PUT {domain} {id} {body}")) {
         return response;
     }
     let Some((repeater_type, url)) = body_fields(&body) else {
@@ -344,7 +339,7 @@ async fn remove(
     Path((domain, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = standin.admit(&domain, &headers, format!("DELETE {domain} {id}")) {
+    if let Some(response) = standin.admit(&domain, &headers, format!("DELETE {domain} {id}")) {
         return response;
     }
     let mut inner = standin.lock();
