@@ -75,8 +75,14 @@ impl Control {
         stop: &CancellationToken,
     ) -> api::ControlState {
         if config.control.register_on_start {
-            let config = config.clone();
-            tracker.spawn(async move { command::register_on_start(&config).await });
+            let (config, stop) = (config.clone(), stop.clone());
+            // Retries against a throttling HQ must not hold up shutdown.
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = command::register_on_start(&config) => {}
+                    () = stop.cancelled() => {}
+                }
+            });
         }
         tracker.spawn(follow_registry(
             Arc::clone(&self.registry),

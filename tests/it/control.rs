@@ -892,3 +892,43 @@ async fn a_registered_endpoint_receives_exactly_its_domains_payloads_of_its_type
     .await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn serve_registers_at_start_and_serves_even_when_hq_refuses() {
+    let hq = HqStandin::start(HQ_USER, HQ_KEY, &["kenya-mch"]).await;
+    let control = |hq_url: &str| {
+        format!(
+            "{SOURCES}control:\n  hq: {{ url: \"{hq_url}\", username: \"{HQ_USER}\", api_key: \"{HQ_KEY}\" }}\n  public_url: https://relay.example.org\n  register_on_start: true\n  forwarders:\n    - {{ domain: kenya-mch, types: [FormRepeater], source: hq }}\n"
+        )
+    };
+    let relay = Relay::start(&control(&hq.url())).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hq.forwarders("kenya-mch").is_empty() {
+        assert!(Instant::now() < deadline, "serve did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let forwarders = hq.forwarders("kenya-mch");
+    assert_eq!(forwarders.len(), 1);
+    assert_eq!(forwarders[0].url, "https://relay.example.org/ingest/hq");
+    relay.stop().await;
+
+    let removed = HqStandin::start(HQ_USER, HQ_KEY, &["kenya-mch"]).await;
+    removed.set_removed(true);
+    let relay = Relay::start(&control(&removed.url())).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while removed.requests().is_empty() {
+        assert!(Instant::now() < deadline, "serve did not try to register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = relay
+        .post("/ingest/hq", "text/xml", harness::form_xml("still-serving"))
+        .await;
+    assert_eq!(
+        response.status().as_u16(),
+        401,
+        "ingress serves (and wants its credentials)"
+    );
+    let (status, _) = relay.admin_get("/readyz").await;
+    assert_eq!(status, 200);
+    relay.stop().await;
+}
