@@ -11,14 +11,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     PublisherConfirm,
 };
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
 use super::{Delivery, EnvelopeFacts, SinkError, render, render_headers};
