@@ -34,9 +34,12 @@ pub struct AdminState {
     pub rules: Arc<LiveRules>,
     pub dead_letters: DeadLetters,
     pub backlogs: Backlogs,
+    /// The Data Forwarding API ccrelay serves (`control::api`).
+    pub control: crate::control::api::ControlState,
 }
 
 pub fn router(state: AdminState) -> Router {
+    let control = crate::control::api::router(state.control.clone());
     Router::new()
         .route("/", get(page::index))
         .route("/assets/admin.js", get(page::script))
@@ -62,6 +65,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/replay", post(replay))
         .with_state(state)
+        .merge(control)
 }
 
 /// Alive: the process answers.
@@ -70,6 +74,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready: the spool is open (it is, or this state could not exist) and ingress is serving.
+/// Sinks are shown but do not decide readiness: a sink that is down only holds its queue, and
+/// the relay must keep accepting (and spooling) what HQ sends meanwhile.
 async fn readyz(State(state): State<AdminState>) -> Response {
     let ingress = state.ingress_ready.load(Ordering::Acquire);
     let status = if ingress {
@@ -81,8 +87,42 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         "ready": ingress,
         "ingress": if ingress { "serving" } else { "not serving" },
         "spool": { "open": true, "disk_bytes": state.spool.disk_bytes(), "durable_end": state.spool.durable_end() },
+        "sinks": sink_health(&state),
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// Each sink of the rules in force: its type, whether its last delivery or check succeeded
+/// (`null` before either) and, for sinks that keep one, whether it holds a connection.
+fn sink_health(state: &AdminState) -> serde_json::Value {
+    let rules = state.rules.current();
+    let gauge = |gauge: &prometheus::IntGaugeVec, name: &str| {
+        // Read without creating the series: an unknown state is shown as `null`.
+        let families = prometheus::core::Collector::collect(gauge);
+        families
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .find(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|label| label.name() == "sink" && label.value() == name)
+            })
+            .map(|metric| metric.get_gauge().get_value() >= 1.0)
+    };
+    let sinks: serde_json::Map<String, serde_json::Value> = rules
+        .sinks
+        .iter()
+        .map(|(name, spec)| {
+            let health = json!({
+                "type": spec.config.type_name(),
+                "healthy": gauge(&state.metrics.sink_healthy, name),
+                "connected": gauge(&state.metrics.sink_connected, name),
+            });
+            (name.clone(), health)
+        })
+        .collect();
+    serde_json::Value::Object(sinks)
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

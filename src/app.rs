@@ -105,6 +105,8 @@ pub async fn run(
     .map_err(|errors| anyhow::anyhow!("the rules file is not valid:\n{errors}"))?;
     let live_rules = Arc::new(live_rules);
 
+    let control = crate::control::Control::open(&config, &live_rules).await?;
+
     let mut supervisor = Supervisor::new(
         spool.clone(),
         DeadLetters::new(&config.data_dir),
@@ -127,6 +129,8 @@ pub async fn run(
         stop_dispatch.clone(),
     ));
 
+    let control_state = control.spawn(&config, &dispatchers, &stop_dispatch);
+
     let ingress_ready = Arc::new(AtomicBool::new(false));
     let stop_admin = CancellationToken::new();
     let admin_router = admin::router(AdminState {
@@ -136,6 +140,7 @@ pub async fn run(
         rules: Arc::clone(&live_rules),
         dead_letters: DeadLetters::new(&config.data_dir),
         backlogs: backlogs.clone(),
+        control: control_state,
     });
     let admin_server = axum::serve(listeners.admin, admin_router)
         .with_graceful_shutdown(stop_admin.clone().cancelled_owned())

@@ -55,6 +55,11 @@ pub enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Manage the forwarders CommCare HQ has for this relay (the Data Forwarding API).
+    Hq {
+        #[command(subcommand)]
+        command: crate::control::HqCommand,
+    },
     /// Check or test a rules file.
     Rules {
         #[command(subcommand)]
@@ -141,6 +146,7 @@ pub fn main() -> ExitCode {
                 rules_path: rules,
             },
         ),
+        Command::Hq { command } => crate::control::command::run(command),
         Command::Rules {
             command: RulesCommand::Check { file },
         } => rules_check(&file),

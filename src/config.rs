@@ -8,6 +8,7 @@
 //! docs/configuration.md; config/example.yaml shows each one and is parsed by a test.
 
 mod auth;
+mod control;
 mod interp;
 mod read;
 mod secret;
@@ -22,6 +23,10 @@ use crate::envelope::Kind;
 use crate::yaml;
 
 pub use auth::{Auth, BasicCredential, HmacAuth, SignatureEncoding, TimestampCheck};
+pub use control::{
+    ApiKeyGrant, ControlSettings, DEFAULT_MAX_REGISTRATIONS, HqCredential, HqSettings,
+    WantedForwarder,
+};
 pub use interp::{InterpError, substitute};
 pub use secret::Secret;
 
@@ -46,6 +51,8 @@ pub struct Config {
     pub ingress: IngressSettings,
     pub sources: Sources,
     pub spool: SpoolSettings,
+    /// The Data Forwarding API, both directions (docs/control.md); empty when absent.
+    pub control: ControlSettings,
 }
 
 /// Limits on incoming requests.

@@ -49,6 +49,10 @@ impl Target for ArcSwap<Active> {
         let active = self.load_full();
         active.sink.deliver(batch).await
     }
+
+    fn connected(&self) -> Option<bool> {
+        self.load().sink.connected()
+    }
 }
 
 pub struct Dispatcher {
@@ -68,6 +72,14 @@ impl Dispatcher {
     /// Runs until `shutdown`, then drains: delivers what is spooled until it is caught up or a
     /// delivery fails (the rest stays queued for the next start). The caller bounds the drain.
     pub async fn run(self, shutdown: CancellationToken) {
+        let probe = shutdown.child_token();
+        let _stop_probe = probe.clone().drop_guard();
+        tokio::spawn(probe_sink(
+            self.sink_name.clone(),
+            Arc::clone(&self.active),
+            Arc::clone(&self.metrics),
+            probe,
+        ));
         let mut reader = Some(self.spool.reader(self.spool.cursor(&self.sink_name)));
         let mut cursor = CursorWriter::new(&self);
         loop {
@@ -204,6 +216,58 @@ impl Dispatcher {
     fn note_attempt(&self, end: u64) {
         if let Err(err) = self.spool.note_attempt(&self.sink_name, end) {
             tracing::warn!(sink = %self.sink_name, error = %err, "cannot note the delivery in progress");
+        }
+    }
+}
+
+/// How often a network sink's connection is checked between deliveries.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Checks the sink's far side at start and then every `PROBE_INTERVAL`, so `/readyz` and the
+/// metrics say a broker is unreachable before (or without) an envelope failing on it. The
+/// health gauge follows the checks only when they change their answer; between changes,
+/// deliveries set it.
+async fn probe_sink(
+    name: String,
+    active: Arc<ArcSwap<Active>>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut last: Option<bool> = None;
+    loop {
+        let held = active.load_full();
+        let current = &held.sink;
+        let checked = tokio::select! {
+            checked = current.check() => checked,
+            () = stop.cancelled() => return,
+        };
+        let reachable = checked.is_ok();
+        if let Err(err) = &checked {
+            if last != Some(false) {
+                tracing::warn!(sink = %name, error = %err, "sink unreachable");
+            }
+        }
+        if last != Some(reachable) {
+            metrics
+                .sink_healthy
+                .with_label_values(&[&name])
+                .set(i64::from(reachable));
+        }
+        if let Some(connected) = current.connected() {
+            metrics
+                .sink_connected
+                .with_label_values(&[&name])
+                .set(i64::from(connected));
+        } else {
+            // Nothing to keep connected (file, http): one check at start says enough.
+            return;
+        }
+        last = Some(reachable);
+        // Not held while asleep: a reload may swap the sink meanwhile.
+        drop(held);
+        tokio::select! {
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - `dedupe`: the keys each source accepted recently, so resends are answered, not routed.
 //! - `quarantine`, `dead_letter`: where refused payloads and failed deliveries are kept.
 //! - `admin`: health, readiness and metrics on a separate listener.
+//! - `control`: the Data Forwarding API, as HQ's client (`ccrelay hq`) and as a server.
 //! - `config`: the config file parsed into validated types, every error reported at once.
 //! - `yaml`: spanned YAML reading for operator-edited files, collecting located errors.
 //! - `app`, `cli`, `shutdown`, `telemetry`: wiring, command line, signals and logs.
@@ -32,6 +33,7 @@ pub mod app;
 pub mod backlog;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dead_letter;
 pub mod decode;
 pub mod dedupe;

@@ -6,6 +6,11 @@
 //! request loads the current set once, so it is routed by one consistent set. Sinks a new set
 //! adds are registered in the spool at its end *before* the swap, so their dispatchers start
 //! exactly where the new rules begin to route to them.
+//!
+//! Subscriptions (endpoints registered through the served Data Forwarding API, `control`) are
+//! merged into the file's rules on every change to either: `set_subscriptions` recompiles the
+//! last good file text with the new subscriptions and swaps like a reload, so dispatch and the
+//! supervisor see one kind of change.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::rules::RuleSet;
+use crate::rules::{DEFAULT_RULES_YAML, RuleSet, Subscription};
 use crate::spool::Spool;
 
 /// What `GET /rules` says about the rules in force.
@@ -42,6 +47,15 @@ pub struct LiveRules {
     /// Every rule set swapped in, in order, for the dispatcher supervisor. Bounded: a burst of
     /// reloads waits for the supervisor rather than piling up.
     swaps: mpsc::Sender<Arc<RuleSet>>,
+    /// What the rules in force were made of. Held while a new set is compiled and swapped,
+    /// so a reload and a subscription change never swap in each other's stale input.
+    inputs: Mutex<Inputs>,
+}
+
+struct Inputs {
+    /// The text of the last rules file that compiled (or the embedded default).
+    file_text: String,
+    subscriptions: Vec<Subscription>,
 }
 
 /// What a reload did.
@@ -65,8 +79,8 @@ impl LiveRules {
         spool: Spool,
         metrics: Arc<Metrics>,
     ) -> Result<(LiveRules, mpsc::Receiver<Arc<RuleSet>>), String> {
-        let rules = match path {
-            None => RuleSet::embedded_default(),
+        let (file_text, rules) = match path {
+            None => (DEFAULT_RULES_YAML.to_owned(), RuleSet::embedded_default()),
             Some(path) => read_and_compile(path)?,
         };
         let status = RulesStatus {
@@ -86,6 +100,10 @@ impl LiveRules {
             spool,
             metrics,
             swaps,
+            inputs: Mutex::new(Inputs {
+                file_text,
+                subscriptions: Vec::new(),
+            }),
         };
         Ok((live, swapped))
     }
@@ -111,7 +129,13 @@ impl LiveRules {
         let Some(path) = &self.path else {
             return Ok(Reloaded::Unchanged);
         };
-        let outcome = read_and_compile(path).map(|rules| self.swap(rules));
+        let mut inputs = self.inputs.lock().expect("inputs lock is never poisoned");
+        let outcome = read_and_compile(path).and_then(|(text, rules)| {
+            let rules = rules.with_subscriptions(inputs.subscriptions.clone())?;
+            inputs.file_text = text;
+            Ok(self.swap(rules))
+        });
+        drop(inputs);
         let result = match &outcome {
             Ok(Reloaded::Unchanged) => "unchanged",
             Ok(Reloaded::Swapped { .. }) => "success",
@@ -134,6 +158,36 @@ impl LiveRules {
             }
         }
         outcome
+    }
+
+    /// Replaces the subscriptions merged into the file's rules and swaps the result in.
+    /// Blocking, like [`LiveRules::reload`].
+    ///
+    /// # Errors
+    /// When a subscription's sink clashes with a sink of the rules file; the rules in force
+    /// stay, and the error is recorded in the status.
+    pub fn set_subscriptions(&self, subscriptions: Vec<Subscription>) -> Result<Reloaded, String> {
+        let mut inputs = self.inputs.lock().expect("inputs lock is never poisoned");
+        let origin = self.path.as_ref().map_or_else(
+            || "<embedded default rules>".to_owned(),
+            |path| path.display().to_string(),
+        );
+        let outcome = RuleSet::parse(&inputs.file_text, &origin)
+            .map_err(|errors| errors.to_string())
+            .and_then(|rules| rules.with_subscriptions(subscriptions.clone()));
+        match outcome {
+            Ok(rules) => {
+                inputs.subscriptions = subscriptions;
+                Ok(self.swap(rules))
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "subscriptions not applied; the previous rules stay in force");
+                let mut status = self.status.lock().expect("status lock is never poisoned");
+                status.last_error = Some(error.clone());
+                status.last_error_at = Some(now());
+                Err(error)
+            }
+        }
     }
 
     fn swap(&self, rules: RuleSet) -> Reloaded {
@@ -168,10 +222,12 @@ impl LiveRules {
 /// Swaps the supervisor has not taken yet; `reload` waits past this many.
 const SWAP_QUEUE: usize = 16;
 
-fn read_and_compile(path: &Path) -> Result<RuleSet, String> {
+fn read_and_compile(path: &Path) -> Result<(String, RuleSet), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    RuleSet::parse(&text, &path.display().to_string()).map_err(|errors| errors.to_string())
+    let rules =
+        RuleSet::parse(&text, &path.display().to_string()).map_err(|errors| errors.to_string())?;
+    Ok((text, rules))
 }
 
 fn now() -> String {

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub sink_backlog: IntGaugeVec,
     pub sink_latency: HistogramVec,
     pub sink_redelivered: IntCounterVec,
+    pub sink_connected: IntGaugeVec,
     pub rules_reloads: IntCounterVec,
     pub rules_unmatched: IntCounterVec,
 }
@@ -121,6 +122,17 @@ impl Metrics {
         registry
             .register(Box::new(sink_healthy.clone()))
             .expect("metric names are unique");
+        let sink_connected = IntGaugeVec::new(
+            Opts::new(
+                "ccrelay_sink_connected",
+                "1 while a network sink (amqp, kafka) holds a connection to its broker, else 0",
+            ),
+            &["sink"],
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(sink_connected.clone()))
+            .expect("metric names are unique");
 
         Metrics {
             ingress_requests: counter_vec(
@@ -195,6 +207,7 @@ impl Metrics {
                  the restart: the possible duplicates",
                 &["sink"],
             ),
+            sink_connected,
             rules_reloads: counter_vec(
                 "ccrelay_rules_reloads_total",
                 "Rules file reloads by result (success, unchanged, failure)",

@@ -21,6 +21,7 @@ mod index;
 mod path;
 mod read;
 mod shape;
+mod subscription;
 mod testing;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub use condition::OPERATORS;
 pub use explain::{Explanation, RouteExplanation, explain, explain_with_body};
 pub use path::Path;
 pub use shape::{DEFAULT_RAW_CONTENT_TYPE, JSON_CONTENT_TYPE, Payload, Projection, Shape};
+pub use subscription::Subscription;
 pub use testing::{
     TEST_ENVELOPE_ID, TEST_RECEIVED_AT, TEST_SOURCE, TestCase, TestPayload, TestReport, TestResult,
     content_type_for, run_tests, test_envelope,
@@ -77,6 +79,8 @@ pub struct RuleSet {
     tests: Vec<TestCase>,
     origin: String,
     version: String,
+    /// Routes from outside the file (`subscription.rs`); their sinks are in `sinks` too.
+    subscriptions: Vec<Subscription>,
 }
 
 /// A sink as the rules file defines it: where it sends, and how dispatch treats its failures
@@ -88,6 +92,17 @@ pub struct SinkSpec {
     /// Records routed to the sink and not yet settled, past which ingress answers 503 to
     /// what would be routed to it.
     pub max_backlog: u64,
+}
+
+impl SinkSpec {
+    /// A sink with the default `retry` and `max_backlog`.
+    pub fn with_defaults(config: SinkConfig) -> SinkSpec {
+        SinkSpec {
+            config,
+            retry: RetryPolicy::default(),
+            max_backlog: DEFAULT_MAX_BACKLOG,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -138,7 +153,55 @@ impl RuleSet {
             tests: draft.tests,
             origin: origin.to_owned(),
             version: digest[..VERSION_HEX_DIGITS].to_owned(),
+            subscriptions: Vec::new(),
         })
+    }
+
+    /// This file's rules plus `subscriptions`, replacing any it had. The version becomes the
+    /// file's version followed by `+` and a digest of the subscriptions, so a change to either
+    /// is a new version; without subscriptions it is the file's version alone.
+    ///
+    /// # Errors
+    ///
+    /// When a subscription's sink name is already a sink of the rules file (or of another
+    /// subscription); the names in the message say which.
+    pub fn with_subscriptions(
+        mut self,
+        subscriptions: Vec<Subscription>,
+    ) -> Result<RuleSet, String> {
+        for old in std::mem::take(&mut self.subscriptions) {
+            self.sinks.remove(&old.sink);
+        }
+        let file_version = self
+            .version
+            .split('+')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        for subscription in &subscriptions {
+            if self.sinks.contains_key(&subscription.sink) {
+                return Err(format!(
+                    "sink `{}` of a subscription is already defined in {}; rename that sink",
+                    subscription.sink, self.origin
+                ));
+            }
+            // Retry and backlog limits are the defaults: the API has no field for them.
+            let spec = SinkSpec::with_defaults(subscription.config.clone());
+            self.sinks.insert(subscription.sink.clone(), spec);
+        }
+        self.version = if subscriptions.is_empty() {
+            file_version
+        } else {
+            let digest = subscription::digest(&subscriptions);
+            format!("{file_version}+{}", &digest[..VERSION_HEX_DIGITS])
+        };
+        self.subscriptions = subscriptions;
+        Ok(self)
+    }
+
+    /// The subscriptions merged in by [`RuleSet::with_subscriptions`].
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
     }
 
     /// The embedded default (config/default-rules.yaml): every envelope to one file sink,
@@ -180,6 +243,11 @@ impl RuleSet {
         if !matched {
             for sink in &self.unmatched {
                 add(sink, UNMATCHED_RULE, &Shape::Envelope);
+            }
+        }
+        for subscription in &self.subscriptions {
+            if subscription.matches(envelope) {
+                add(&subscription.sink, &subscription.sink, &Shape::Raw);
             }
         }
         routes

@@ -3,8 +3,14 @@
 //!
 //! A sink never decides whether to retry: it says whether a failure is transient or permanent,
 //! and `dispatch` alone picks retry or dead letter.
+//!
+//! Builds do no network IO: the network sinks (`amqp`, `kafka`, `http`) connect on their first
+//! delivery or check, so a far side that is down at start only holds its queue, never the relay.
 
+pub mod amqp;
 pub mod file;
+pub mod http;
+pub mod kafka;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +19,11 @@ use bytes::Bytes;
 
 use crate::rules::Payload;
 use crate::spool::Route;
+use crate::template::Template;
+pub use amqp::{AmqpSink, AmqpSinkConfig, ExchangeDeclaration};
 pub use file::{FileSink, FileSinkConfig};
+pub use http::{HttpAuth, HttpSink, HttpSinkConfig};
+pub use kafka::{Compression, KafkaSink, KafkaSinkConfig};
 
 /// Whether `name` may name a sink: sink names become file names (cursors, dead letters),
 /// metric labels and log fields, so they are plain and start with a letter or digit (never
@@ -31,12 +41,18 @@ pub fn is_plain_name(name: &str) -> bool {
 #[derive(Clone, Debug)]
 pub enum SinkConfig {
     File(FileSinkConfig),
+    Amqp(AmqpSinkConfig),
+    Kafka(KafkaSinkConfig),
+    Http(HttpSinkConfig),
 }
 
 impl SinkConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             SinkConfig::File(_) => "file",
+            SinkConfig::Amqp(_) => "amqp",
+            SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Http(_) => "http",
         }
     }
 }
@@ -58,7 +74,7 @@ pub struct Delivery {
     pub traceparent: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SinkError {
     /// Worth trying again later: the far side is down, slow or full.
     #[error("{reason}")]
@@ -94,6 +110,9 @@ impl SinkError {
 /// A built, running sink.
 pub enum Sink {
     File(FileSink),
+    Amqp(AmqpSink),
+    Kafka(KafkaSink),
+    Http(HttpSink),
 }
 
 impl Sink {
@@ -102,6 +121,9 @@ impl Sink {
     pub fn build(config: &SinkConfig, data_dir: &std::path::Path) -> Sink {
         match config {
             SinkConfig::File(config) => Sink::File(FileSink::new(data_dir, config.clone())),
+            SinkConfig::Amqp(config) => Sink::Amqp(AmqpSink::new(config.clone())),
+            SinkConfig::Kafka(config) => Sink::Kafka(KafkaSink::new(config.clone())),
+            SinkConfig::Http(config) => Sink::Http(HttpSink::new(config.clone())),
         }
     }
 
@@ -109,6 +131,128 @@ impl Sink {
     pub async fn deliver(&self, batch: &[Delivery]) -> Vec<Result<(), SinkError>> {
         match self {
             Sink::File(sink) => sink.deliver(batch).await,
+            Sink::Amqp(sink) => sink.deliver(batch).await,
+            Sink::Kafka(sink) => sink.deliver(batch).await,
+            Sink::Http(sink) => sink.deliver(batch).await,
         }
     }
+
+    /// Reaches the far side without delivering anything (connects when not connected), so a
+    /// sink that is down reports so before its first envelope. Bounded by `CHECK_TIMEOUT`.
+    ///
+    /// # Errors
+    /// Why the far side cannot be reached now; always transient.
+    pub async fn check(&self) -> Result<(), SinkError> {
+        let checked = async {
+            match self {
+                Sink::File(_) => Ok(()),
+                Sink::Amqp(sink) => sink.check().await,
+                Sink::Kafka(sink) => sink.check().await,
+                Sink::Http(_) => Ok(()),
+            }
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, checked).await {
+            Ok(result) => result,
+            Err(_) => Err(SinkError::transient(format!(
+                "no answer from the far side within {} s",
+                CHECK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Whether the sink holds an open connection to its far side; `None` for sinks that do
+    /// not keep one (file; http, whose connections are pooled per request).
+    pub fn connected(&self) -> Option<bool> {
+        match self {
+            Sink::File(_) | Sink::Http(_) => None,
+            Sink::Amqp(sink) => Some(sink.connected()),
+            Sink::Kafka(sink) => Some(sink.connected()),
+        }
+    }
+}
+
+/// How long a sink's check may take before it counts as a failure.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The envelope fields the network sinks send as message metadata, read from the spooled
+/// envelope text without building its full tree.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct EnvelopeFacts {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub dedupe_key: String,
+    #[serde(default)]
+    pub received_at: String,
+}
+
+impl EnvelopeFacts {
+    /// The facts of `delivery`'s envelope; empty fields for text that is not an envelope
+    /// (ccrelay never spools one), so a header is missing rather than a delivery lost.
+    pub(crate) fn of(delivery: &Delivery) -> EnvelopeFacts {
+        let mut facts: EnvelopeFacts = serde_json::from_str(&delivery.envelope).unwrap_or_default();
+        if facts.id.is_empty() {
+            facts.id = delivery.envelope_id.clone();
+        }
+        facts
+    }
+
+    /// The standard metadata headers every network sink sends, in this order. `domain` is
+    /// left out when the envelope has none.
+    pub(crate) fn headers(&self) -> Vec<(&'static str, &str)> {
+        let mut headers = vec![("kind", self.kind.as_str())];
+        if let Some(domain) = &self.domain {
+            headers.push(("domain", domain.as_str()));
+        }
+        headers.push(("source", self.source.as_str()));
+        headers.push(("dedupe_key", self.dedupe_key.as_str()));
+        headers
+    }
+
+    /// `received_at` as Unix seconds, or now when it does not parse.
+    pub(crate) fn received_at_seconds(&self) -> i64 {
+        self.received_at
+            .parse::<jiff::Timestamp>()
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .as_second()
+    }
+}
+
+/// Renders every `(name, template)` pair against the delivery's envelope.
+///
+/// # Errors
+/// A permanent failure naming the header whose template cannot render.
+pub(crate) fn render_headers(
+    headers: &[(String, Template)],
+    delivery: &Delivery,
+) -> Result<Vec<(String, String)>, SinkError> {
+    headers
+        .iter()
+        .map(|(name, template)| {
+            template
+                .render_json(&delivery.envelope)
+                .map(|value| (name.clone(), value))
+                .map_err(|err| SinkError::permanent(format!("header `{name}`: {err}")))
+        })
+        .collect()
+}
+
+/// Renders one destination template; a failure is permanent, naming the field.
+///
+/// # Errors
+/// When the template cannot render for this envelope.
+pub(crate) fn render(
+    field: &str,
+    template: &Template,
+    delivery: &Delivery,
+) -> Result<String, SinkError> {
+    template
+        .render_json(&delivery.envelope)
+        .map_err(|err| SinkError::permanent(format!("{field}: {err}")))
 }

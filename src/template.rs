@@ -1,5 +1,5 @@
-//! Templates: sink destinations (file paths now; topics, keys, URLs and headers later)
-//! rendered from envelope fields with minijinja.
+//! Templates: sink destinations (file paths, exchanges and routing keys, topics and keys, URLs
+//! and header values) rendered from envelope fields with minijinja.
 //!
 //! Templates are compiled once, when the rules are loaded, so a bad one is a load error and
 //! never a surprise at delivery time. Rendering is strict: a template that names a missing

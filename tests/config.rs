@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ccrelay::config::HqCredential;
 use ccrelay::config::{
     self, Auth, Config, ConfigErrors, Overrides, Secret, SignatureEncoding, from_yaml,
 };
+use ccrelay::control::RepeaterType;
 use ccrelay::envelope::Kind;
 
 fn vars(name: &str) -> Option<String> {
@@ -135,6 +137,28 @@ fn the_example_parses_and_means_what_its_comments_say() {
     );
     let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["hq-cases", "hq-forms", "partner", "signed", "*"]);
+
+    let control = &config.control;
+    let hq = control.hq.as_ref().expect("control.hq");
+    assert_eq!(hq.url, "https://www.commcarehq.org");
+    assert_eq!(
+        hq.credential,
+        HqCredential::ApiKey {
+            username: "admin@example.org".to_owned(),
+            api_key: Secret::new("ApiKey hq:abc123"),
+        }
+    );
+    assert_eq!(
+        control.public_url.as_deref(),
+        Some("https://relay.example.org")
+    );
+    assert_eq!(control.forwarders.len(), 2);
+    assert_eq!(
+        control.forwarders[0].types,
+        [RepeaterType::FormRepeater, RepeaterType::ShortFormRepeater]
+    );
+    assert_eq!(control.api_keys[0].key, Secret::new("partner-token"));
+    assert!(!control.register_on_start);
 }
 
 #[test]
@@ -177,7 +201,7 @@ spool:
   max_disk_bytes: 10
 ",
         "\
-test.yaml:2:1: lisen: unknown field `lisen` (did you mean `listen`?), expected one of: version, listen, admin_listen, data_dir, rules, ingress, sources, spool
+test.yaml:2:1: lisen: unknown field `lisen` (did you mean `listen`?), expected one of: version, listen, admin_listen, data_dir, rules, ingress, sources, spool, control
 test.yaml:3:15: admin_listen: `localhost` is not an address with a port, such as 127.0.0.1:8080 or [::1]:8080
 test.yaml:4:11: data_dir: expected a string, found a list
 test.yaml:6:19: ingress.max_body_bytes: expected an integer, found a string
@@ -427,5 +451,69 @@ fn an_unreadable_file_is_reported_with_its_path() {
             .to_string()
             .starts_with("/nonexistent/ccrelay.yaml: cannot read the config file: "),
         "{error}"
+    );
+}
+
+#[test]
+fn control_is_empty_when_absent() {
+    let config = parse(MINIMAL);
+    assert!(config.control.hq.is_none());
+    assert!(config.control.forwarders.is_empty());
+    assert_eq!(config.control.max_registrations, 1000);
+}
+
+#[test]
+fn control_mistakes_are_all_reported() {
+    check_refused(
+        &format!(
+            "{MINIMAL}control:
+  hq: {{ url: \"ftp://hq\", username: \"a:b\" }}
+  forwarders:
+    - {{ domain: kenya, types: [FormRepeter], source: nowhere }}
+    - {{ domain: kenya, types: [], source: hq }}
+  register_on_start: true
+  api_keys:
+    - {{ domain: \"bad domain\", username: ops, key: \"\" }}
+"
+        ),
+        "\
+test.yaml:7:7: control.hq: missing field `api_key` (HQ's ApiKey auth) or `password` (HTTP Basic)
+test.yaml:7:14: control.hq.url: `ftp://hq` is not an http or https URL such as https://relay.example.org
+test.yaml:7:36: control.hq.username: username must be non-empty printable ASCII without `:`
+test.yaml:9:32: control.forwarders[0].types[0]: unknown forwarder type `FormRepeter` (did you mean `FormRepeater`?), expected one of: FormRepeater, CaseRepeater, CreateCaseRepeater, UpdateCaseRepeater, ShortFormRepeater, AppStructureRepeater, UserRepeater, LocationRepeater
+test.yaml:10:31: control.forwarders[1].types: `types` needs at least one forwarder type
+test.yaml:11:22: control.register_on_start: `register_on_start: true` needs `hq` and `public_url`
+test.yaml:13:17: control.api_keys[0].domain: `bad domain` is not a CommCare project space name (letters, digits, `-`, `_`, `.`)
+test.yaml:13:51: control.api_keys[0].key: secret must not be empty
+",
+    );
+}
+
+#[test]
+fn a_forwarder_must_post_to_a_configured_source() {
+    check_refused(
+        &format!(
+            "{MINIMAL}control:
+  public_url: https://relay.example.org/
+  forwarders:
+    - {{ domain: kenya, types: [FormRepeater], source: nowhere }}
+"
+        ),
+        "test.yaml:9:55: control.forwarders[0].source: source `nowhere` is not in `sources`; HQ would post to a path ccrelay answers 404\n",
+    );
+    let config = parse(&format!(
+        "{MINIMAL}control:
+  public_url: https://relay.example.org/
+  forwarders:
+    - {{ domain: kenya, types: [CaseRepeater, FormRepeater], source: hq }}
+"
+    ));
+    assert_eq!(
+        config.control.public_url.as_deref(),
+        Some("https://relay.example.org")
+    );
+    assert_eq!(
+        config.control.forwarders[0].types,
+        [RepeaterType::FormRepeater, RepeaterType::CaseRepeater]
     );
 }

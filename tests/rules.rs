@@ -601,7 +601,7 @@ fn every_problem_in_a_file_is_reported_at_once_with_its_position() {
         r#"version: 1
 sinks:
   archive: { type: file, path: "out/{{ kind }.jsonl" }
-  queue: { type: amqp, exchange: x }
+  queue: { type: amqpp, exchange: x }
   files: { type: file, paht: x, max_file_bytes: many }
 rules:
   - name: first
@@ -629,7 +629,7 @@ unmatched: [lost]
 "#,
         r#"
 rules.yaml:3:32: sinks.archive.path: template `out/{{ kind }.jsonl`: syntax error: unexpected `}`, expected end of variable block
-rules.yaml:4:18: sinks.queue.type: unknown sink type `amqp`, expected one of: file (amqp, kafka and http sinks are planned)
+rules.yaml:4:18: sinks.queue.type: unknown sink type `amqpp` (did you mean `amqp`?), expected one of: file, amqp, kafka, http
 rules.yaml:5:10: sinks.files: missing field `path`
 rules.yaml:5:24: sinks.files.paht: unknown field `paht` (did you mean `path`?), expected one of: type, retry, max_backlog, path, max_file_bytes
 rules.yaml:5:49: sinks.files.max_file_bytes: expected an integer, found a string

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::auth::{Auth, read_auth};
+use super::control::{ControlSettings, check_sources, read_control};
 use super::{Config, IngressSettings, Overrides, Source, Sources, SpoolSettings, VERSION};
 use crate::envelope::Kind;
 use crate::yaml::{Errors, Node, join_key};
@@ -78,6 +79,9 @@ pub(super) fn read_config(
         Some(node) => read_spool(node, errors),
         None => Some(SpoolSettings::default()),
     };
+    let control = map
+        .optional("control")
+        .map(|node| read_control(node, context, errors));
     map.finish(errors);
 
     // Overrides replace the file's values, even ones that were wrong in the file.
@@ -108,6 +112,15 @@ pub(super) fn read_config(
         check_unauthenticated(listen, overrides.listen.is_some(), sources, errors);
     }
 
+    if let (Some(Some(control)), Some(drafts)) = (&control, &sources) {
+        let defined = |name: &str| {
+            drafts
+                .iter()
+                .any(|draft| draft.source.name == name || draft.source.name == "*")
+        };
+        check_sources(control, &defined, errors);
+    }
+
     let sources = sources.map(|drafts| {
         let mut named = BTreeMap::new();
         let mut fallback = None;
@@ -128,6 +141,10 @@ pub(super) fn read_config(
         ingress: ingress?,
         sources: sources?,
         spool: spool?,
+        control: match control {
+            None => ControlSettings::default(),
+            Some(draft) => draft?.settings,
+        },
     })
 }
 

@@ -15,6 +15,11 @@ use crate::sinks::{Delivery, SinkError};
 pub trait Target {
     fn retry_policy(&self) -> RetryPolicy;
     fn deliver(&self, batch: &[Delivery]) -> impl Future<Output = Vec<Result<(), SinkError>>>;
+    /// Whether the sink holds an open connection to its far side; `None` for sinks that keep
+    /// none.
+    fn connected(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Whether a batch was settled or shutdown came first.
@@ -100,6 +105,12 @@ impl Settler<'_> {
                 .sink_healthy
                 .with_label_values(&[self.sink_name])
                 .set(i64::from(retry.is_empty()));
+            if let Some(connected) = target.connected() {
+                self.metrics
+                    .sink_connected
+                    .with_label_values(&[self.sink_name])
+                    .set(i64::from(connected));
+            }
             pending = retry;
             if !pending.is_empty() {
                 let delay = policy.delay(attempt - 1, retry_after);

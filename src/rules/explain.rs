@@ -49,6 +49,31 @@ pub fn explain_with_body(rules: &RuleSet, envelope: &Value, body: &[u8]) -> Expl
                 Some(SinkConfig::File(file)) => {
                     file.path.render(envelope).map_err(|err| err.to_string())
                 }
+                Some(SinkConfig::Amqp(amqp)) => amqp
+                    .exchange
+                    .render(envelope)
+                    .and_then(|exchange| {
+                        let routing_key = amqp.routing_key.render(envelope)?;
+                        Ok(format!(
+                            "exchange `{exchange}`, routing key `{routing_key}`"
+                        ))
+                    })
+                    .map_err(|err| err.to_string()),
+                Some(SinkConfig::Kafka(kafka)) => kafka
+                    .topic
+                    .render(envelope)
+                    .and_then(|topic| match &kafka.key {
+                        Some(key) => {
+                            Ok(format!("topic `{topic}`, key `{}`", key.render(envelope)?))
+                        }
+                        None => Ok(format!("topic `{topic}`")),
+                    })
+                    .map_err(|err| err.to_string()),
+                Some(SinkConfig::Http(http)) => http
+                    .url
+                    .render(envelope)
+                    .map(|url| format!("{} {url}", http.method))
+                    .map_err(|err| err.to_string()),
                 None => Err(format!("sink `{}` is not defined", route.sink)),
             };
             RouteExplanation {

@@ -4,6 +4,8 @@
 //! before rules, rules before tests), whatever order the file writes them in. A section with a
 //! problem still lets the others be read, so one run reports everything.
 
+mod sinks;
+
 use std::collections::BTreeMap;
 
 use super::condition::{Condition, read_condition};
@@ -16,9 +18,7 @@ use crate::template::Template;
 use crate::yaml::{self, Errors, Node, Span, join_key, unknown_name_message};
 
 /// Sink types this build has.
-const SINK_TYPES: [&str; 1] = ["file"];
-/// Sink types the format reserves, named in errors so operators know they are coming.
-const PLANNED_SINK_TYPES: &str = "amqp, kafka and http sinks are planned";
+const SINK_TYPES: [&str; 4] = ["file", "amqp", "kafka", "http"];
 
 pub(super) struct Draft {
     pub sinks: BTreeMap<String, SinkSpec>,
@@ -157,10 +157,13 @@ fn read_sink(node: &Node, errors: &mut Errors) -> Option<SinkSpec> {
                 max_file_bytes: max_file_bytes?,
             }))
         }
+        "amqp" => sinks::read_amqp(map, errors).map(SinkConfig::Amqp),
+        "kafka" => sinks::read_kafka(map, errors).map(SinkConfig::Kafka),
+        "http" => sinks::read_http(map, errors).map(SinkConfig::Http),
         other => {
             let type_node = type_node.expect("read above");
             let message = unknown_name_message("sink type", other, &SINK_TYPES);
-            errors.push(type_node.error(format!("{message} ({PLANNED_SINK_TYPES})")));
+            errors.push(type_node.error(message));
             // The fields of an unknown type cannot be judged; one error is enough.
             map.abandon();
             None

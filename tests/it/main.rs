@@ -2,10 +2,16 @@
 //! One test binary, as the modules below share the harness.
 
 mod admin_page;
+mod amqp;
+mod brokers;
+mod control;
 mod dead_letters;
 mod dedupe;
 mod delivery;
 mod harness;
+mod hq_standin;
+mod http;
 mod ingest;
+mod kafka;
 mod restart;
 mod rules;
