@@ -75,7 +75,10 @@ async fn sinks_show_health_backlog_and_counts_and_sources_their_requests() {
     let before = sink(&relay, "blocked").await;
     assert_eq!(before["type"], "file");
     assert_eq!(before["in_rules"], true);
-    assert_eq!(before["healthy"], true, "the check at start found it writable: {before}");
+    assert_eq!(
+        before["healthy"], true,
+        "the check at start found it writable: {before}"
+    );
     assert_eq!(before["backlog_bytes"], 0, "{before}");
 
     // A file where the sink needs a folder: writes fail, transiently, until it is removed.

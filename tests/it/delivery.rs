@@ -51,6 +51,23 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Posts a form every 50 ms until one is accepted (or five seconds pass); the last status.
+async fn post_until_accepted(relay: &Relay) -> u16 {
+    let mut status = 0;
+    for _ in 0..100 {
+        status = relay
+            .post("/ingest/hq", "text/xml", form_xml("f-after"))
+            .await
+            .status()
+            .as_u16();
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    status
+}
+
 fn metric(metrics: &str, line_start: &str) -> Option<f64> {
     metrics
         .lines()
@@ -146,19 +163,7 @@ async fn past_a_sinks_max_backlog_ingress_answers_503_until_the_sink_drains() {
     std::fs::remove_file(&blocked).unwrap();
     wait_until(|| side_output(&relay).len() >= 5).await;
     // The backlog drops as the dispatcher settles; then ingress takes payloads again.
-    let mut status = 0;
-    for _ in 0..100 {
-        status = relay
-            .post("/ingest/hq", "text/xml", form_xml("f-after"))
-            .await
-            .status()
-            .as_u16();
-        if status == 202 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, 202);
+    assert_eq!(post_until_accepted(&relay).await, 202);
     relay.stop().await;
 }
 
@@ -184,19 +189,11 @@ async fn a_full_spool_is_503_until_delivery_frees_its_oldest_segment() {
     }
     assert!(refused, "the quota is reached after {accepted}");
     relay.wait_for_output(accepted).await;
-    let mut status = 0;
-    for _ in 0..100 {
-        status = relay
-            .post("/ingest/hq", "text/xml", form_xml("f-after"))
-            .await
-            .status()
-            .as_u16();
-        if status == 202 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, 202, "delivered segments are freed for new payloads");
+    assert_eq!(
+        post_until_accepted(&relay).await,
+        202,
+        "delivered segments are freed for new payloads"
+    );
     relay.stop().await;
 }
 
