@@ -20,7 +20,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [command, address, name] = args.as_slice() else {
-        anyhow::bail!("usage: bench_far_side kafka-topic|kafka-count|amqp-queue|amqp-count ADDRESS NAME");
+        anyhow::bail!(
+            "usage: bench_far_side kafka-topic|kafka-count|amqp-queue|amqp-count ADDRESS NAME"
+        );
     };
     match command.as_str() {
         "kafka-topic" => {
@@ -28,10 +30,7 @@ async fn main() -> anyhow::Result<()> {
                 .set("bootstrap.servers", address)
                 .create()?;
             let topic = NewTopic::new(name, 1, TopicReplication::Fixed(1));
-            for result in admin
-                .create_topics(&[topic], &AdminOptions::new())
-                .await?
-            {
+            for result in admin.create_topics(&[topic], &AdminOptions::new()).await? {
                 if let Err((topic, code)) = result {
                     anyhow::bail!("creating topic {topic}: {code}");
                 }
