@@ -71,12 +71,13 @@ start_kafka() {
   install_tansu
   if port_open 9092; then return 0; fi
   mkdir -p "$cache"
-  # setsid: the broker outlives this script and the test that started it.
-  setsid "$tansu" broker \
+  # setsid: the broker outlives this script and the test that started it (and a `timeout`
+  # around either). setsid may fork, so the shell it starts writes its own pid, then becomes
+  # the broker with exec.
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$tansu_pid" "$tansu" broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
     --storage-engine memory://tansu/ >"$tansu_log" 2>&1 </dev/null &
-  echo $! >"$tansu_pid"
   wait_for "tansu on 127.0.0.1:9092 (log: $tansu_log)" 60 port_open 9092
 }
 
