@@ -51,7 +51,14 @@ async fn main() -> anyhow::Result<()> {
             let (mut messages, mut ids) = (0u64, HashSet::new());
             // Until the partition has been quiet for 3 s.
             while let Some(message) = consumer.poll(Duration::from_secs(3)) {
-                let message = message?;
+                // Connection errors are reported here too; librdkafka reconnects by itself.
+                let message = match message {
+                    Ok(message) => message,
+                    Err(err) => {
+                        eprintln!("kafka-count: {err}");
+                        continue;
+                    }
+                };
                 messages += 1;
                 if let Some(id) = message
                     .headers()

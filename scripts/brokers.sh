@@ -77,7 +77,7 @@ start_kafka() {
   setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$tansu_pid" "$tansu" broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine memory://tansu/ >"$tansu_log" 2>&1 </dev/null &
+    --storage-engine memory://tansu/ >>"$tansu_log" 2>&1 </dev/null &
   wait_for "tansu on 127.0.0.1:9092 (log: $tansu_log)" 60 port_open 9092
 }
 
