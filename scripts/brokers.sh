@@ -81,15 +81,26 @@ start_kafka() {
   wait_for "tansu on 127.0.0.1:9092 (log: $tansu_log)" 60 port_open 9092
 }
 
+# The pids running this script's tansu binary: the one it started (tansu.pid) and any that
+# took its place (the broker has been seen to come back under a new pid by itself).
+our_tansu_pids() {
+  local exe proc
+  exe=$(readlink -f "$tansu")
+  for proc in /proc/[0-9]*; do
+    [ "$(readlink -f "$proc/exe" 2>/dev/null)" = "$exe" ] && echo "${proc#/proc/}"
+  done
+  return 0
+}
+
 stop_kafka() {
-  # Only the broker this script started, by the id it wrote; SIGKILL, as a crash would.
-  local pid
-  pid=$(cat "$tansu_pid" 2>/dev/null || true)
-  if [ -z "$pid" ] || [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" != "$(readlink -f "$tansu")" ]; then
+  # Only processes of the broker binary this script installed, by pid; SIGKILL, as a crash.
+  local pids
+  pids=$(our_tansu_pids)
+  if [ -z "$pids" ]; then
     echo "brokers.sh: no tansu started by this script is running" >&2
     return 1
   fi
-  kill -9 "$pid"
+  kill -9 $pids
   rm -f "$tansu_pid"
   wait_for "tansu to stop" 40 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null'
 }
