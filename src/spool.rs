@@ -243,7 +243,17 @@ impl Spool {
             .cursors
             .lock()
             .expect("cursor lock is never poisoned");
-        cursors.entry(name.to_string()).or_insert(end);
+        if cursors.contains_key(name) {
+            return;
+        }
+        cursors.insert(name.to_string(), end);
+        drop(cursors);
+        // Written now, not at the first delivery: a sink that is down from the start would
+        // otherwise have no cursor file at a restart, be registered at the new end, and skip
+        // everything accepted for it meanwhile.
+        if let Err(err) = self.store_cursor(name, end) {
+            tracing::error!(sink = %name, error = %err, "cannot store a new sink's cursor");
+        }
     }
 
     /// Every consumer with a cursor.

@@ -27,8 +27,8 @@ use crate::template::Template;
 /// AMQP's persistent delivery mode: the broker writes the message to disk before confirming
 /// it (for a durable queue).
 const PERSISTENT: u8 = 2;
-/// How long a batch's confirms may take once it is published. A broker under memory or disk
-/// alarm blocks publishers; past this the connection is dropped and the batch tried again.
+/// How long a batch may take from publishing to its last confirm. A broker under a memory or
+/// disk alarm blocks publishers; past this the connection is dropped and the batch tried again.
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
@@ -119,7 +119,21 @@ impl AmqpSink {
             .iter()
             .map(|delivery| self.publish(&channel, delivery).boxed())
             .collect();
-        let published = futures::future::join_all(publishes).await;
+        // A broker under a memory or disk alarm stops reading; the deadline covers that too.
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
+        let Ok(published) =
+            tokio::time::timeout_at(deadline, futures::future::join_all(publishes)).await
+        else {
+            self.forget(&mut link);
+            let reason = format!(
+                "the broker took no messages within {} s",
+                CONFIRM_TIMEOUT.as_secs()
+            );
+            return batch
+                .iter()
+                .map(|_| Err(SinkError::transient(reason.clone())))
+                .collect();
+        };
         let mut results: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
         let mut pending: Vec<(usize, PublisherConfirm)> = Vec::with_capacity(batch.len());
         let mut lost = false;
@@ -135,7 +149,6 @@ impl AmqpSink {
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         for (index, confirm) in pending {
             let Ok(confirmed) = tokio::time::timeout_at(deadline, confirm).await else {
                 lost = true;

@@ -277,3 +277,37 @@ async fn a_400_becomes_a_dead_letter_naming_the_status() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_sink_down_from_the_start_keeps_its_backlog_across_a_restart() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules_path = dir.path().join("rules.yaml");
+    let data_dir = dir.path().join("data");
+    let config = format!("rules: {}\n{OPEN}", rules_path.display());
+    let with_url = |url: &str| {
+        rules(
+            &format!("  hook: {{ type: http, url: \"{url}\" }}"),
+            "  - { name: all, to: hook }\n",
+        )
+    };
+    // Nothing listens on port 1: the sink never delivers before the restart.
+    std::fs::write(&rules_path, with_url("http://127.0.0.1:1/")).unwrap();
+    let relay = Relay::start_in(&data_dir, &config).await;
+    let accepted = post_forms(&relay, 0, 50, 8).await;
+    relay.stop().await;
+
+    std::fs::write(&rules_path, with_url(&receiver.url("/hook"))).unwrap();
+    let relay = Relay::start_in(&data_dir, &config).await;
+    let delivered = eventually("the backlog delivered", Duration::from_secs(30), || async {
+        let delivered = receiver.accepted();
+        (delivered.len() >= accepted.len()).then_some(delivered)
+    })
+    .await;
+    let ids: Vec<String> = delivered
+        .iter()
+        .map(|request| request.header("idempotency-key").unwrap().to_owned())
+        .collect();
+    assert_all_arrived(&accepted, &ids);
+    relay.stop().await;
+}

@@ -197,13 +197,13 @@ async fn a_broker_killed_and_restarted_while_envelopes_keep_coming_loses_none() 
     create_topic(&topic).await;
     let text = rules(
         &format!(
-            "  topic: {{ type: kafka, brokers: \"{KAFKA_BROKERS}\", topic: \"{topic}\", delivery_timeout_seconds: 10 }}"
+            "  topic: {{ type: kafka, brokers: \"{KAFKA_BROKERS}\", topic: \"{topic}\", compression: lz4, delivery_timeout_seconds: 10 }}"
         ),
         "  - { name: all, to: topic }\n",
     );
     let (relay, _rules, _dir) = Relay::start_with_rules(&text, OPEN).await;
 
-    let before = post_forms(&relay, 0, 1500, 16).await;
+    let before = post_forms(&relay, 0, 6000, 32).await;
     let arrived_before = consume_ids(&topic, &before, Duration::from_secs(60)).await;
     assert_all_arrived(&before, &arrived_before);
 
@@ -217,7 +217,7 @@ async fn a_broker_killed_and_restarted_while_envelopes_keep_coming_loses_none() 
             .unwrap();
         create_topic(&topic).await;
     };
-    let (during, ()) = tokio::join!(post_forms(&relay, 1500, 1500, 16), restart);
+    let (during, ()) = tokio::join!(post_forms(&relay, 6000, 3000, 16), restart);
     let arrived_after = consume_ids(&topic, &during, Duration::from_secs(120)).await;
     assert_all_arrived(&during, &arrived_after);
     assert_outage_was_felt(&relay, "topic").await;
