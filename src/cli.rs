@@ -290,10 +290,12 @@ fn load_rules(file: &Path) -> Result<RuleSet, ExitCode> {
             return Err(ExitCode::from(EXIT_CONFIG_ERROR));
         }
     };
-    RuleSet::parse(&text, &file.display().to_string()).map_err(|errors| {
-        eprintln!("{errors}");
-        ExitCode::from(EXIT_CONFIG_ERROR)
-    })
+    RuleSet::parse_with_vars(&text, &file.display().to_string(), &config::environment).map_err(
+        |errors| {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_CONFIG_ERROR)
+        },
+    )
 }
 
 fn rules_check(file: &Path) -> ExitCode {

@@ -27,7 +27,7 @@ pub use control::{
     ApiKeyGrant, ControlSettings, DEFAULT_MAX_REGISTRATIONS, HqCredential, HqSettings,
     WantedForwarder,
 };
-pub use interp::{InterpError, substitute};
+pub use interp::{InterpError, interpolate, substitute};
 pub use secret::Secret;
 
 /// The embedded default, used when no config file is given: loopback only, every source
@@ -158,8 +158,7 @@ pub struct Overrides {
 ///
 /// Returns every problem found, or that the file could not be read.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-    // A variable that is set but not valid UTF-8 reads as unset: a secret must not be mangled.
-    let vars = |name: &str| std::env::var(name).ok();
+    let vars = environment;
     let read_file = |path: &Path| std::fs::read_to_string(path);
     match path {
         None => from_yaml(
@@ -179,6 +178,13 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
             from_yaml(&text, &origin, &vars, &read_file, overrides)
         }
     }
+}
+
+/// A process environment variable, for `${VAR}` in the config and the rules file: the one
+/// place ccrelay reads the environment (beside telemetry's standard `RUST_LOG`/`OTEL_*`). A
+/// variable that is set but not valid UTF-8 reads as unset: a secret must not be mangled.
+pub fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// Parses and validates config text. `origin` names the file in errors, and its folder is

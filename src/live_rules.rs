@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::config;
 use crate::metrics::Metrics;
 use crate::rules::{DEFAULT_RULES_YAML, RuleSet, Subscription};
 use crate::spool::Spool;
@@ -172,7 +173,7 @@ impl LiveRules {
             || "<embedded default rules>".to_owned(),
             |path| path.display().to_string(),
         );
-        let outcome = RuleSet::parse(&inputs.file_text, &origin)
+        let outcome = RuleSet::parse_with_vars(&inputs.file_text, &origin, &config::environment)
             .map_err(|errors| errors.to_string())
             .and_then(|rules| rules.with_subscriptions(subscriptions.clone()));
         match outcome {
@@ -225,8 +226,9 @@ const SWAP_QUEUE: usize = 16;
 fn read_and_compile(path: &Path) -> Result<(String, RuleSet), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let rules =
-        RuleSet::parse(&text, &path.display().to_string()).map_err(|errors| errors.to_string())?;
+    let origin = path.display().to_string();
+    let rules = RuleSet::parse_with_vars(&text, &origin, &config::environment)
+        .map_err(|errors| errors.to_string())?;
     Ok((text, rules))
 }
 

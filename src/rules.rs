@@ -132,12 +132,28 @@ impl RuleSet {
     ///
     /// Every problem in the file, each with its line:column, path and what was expected.
     pub fn parse(text: &str, origin: &str) -> Result<RuleSet, RulesErrors> {
+        RuleSet::parse_with_vars(text, origin, &|_| None)
+    }
+
+    /// Parses a rules file whose values may name `${VAR}`s (secrets of sinks: passwords,
+    /// tokens, signing keys), substituted from `vars` as in the config file, so they can live
+    /// in a Kubernetes Secret rather than in the rules' ConfigMap.
+    ///
+    /// # Errors
+    ///
+    /// Every problem in the file, unset variables included.
+    pub fn parse_with_vars(
+        text: &str,
+        origin: &str,
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RuleSet, RulesErrors> {
         let invalid = |errors: yaml::Errors| RulesErrors {
             origin: origin.to_owned(),
             errors: errors.into_sorted_vec(),
         };
-        let root = yaml::parse(text).map_err(invalid)?;
+        let mut root = yaml::parse(text).map_err(invalid)?;
         let mut errors = yaml::Errors::default();
+        crate::config::interpolate(&mut root, vars, &mut errors);
         let draft = read::read_rules_file(&root, &mut errors);
         let draft = match draft {
             Some(draft) if errors.is_empty() => draft,

@@ -190,6 +190,9 @@ pub(crate) struct EnvelopeFacts {
     pub dedupe_key: String,
     #[serde(default)]
     pub received_at: String,
+    /// W3C trace context, passed on so the consumer's work joins the same trace.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl EnvelopeFacts {
@@ -203,8 +206,8 @@ impl EnvelopeFacts {
         facts
     }
 
-    /// The standard metadata headers every network sink sends, in this order. `domain` is
-    /// left out when the envelope has none.
+    /// The standard metadata headers every network sink sends, in this order. `domain` and
+    /// `traceparent` are left out when the envelope has none.
     pub(crate) fn headers(&self) -> Vec<(&'static str, &str)> {
         let mut headers = vec![("kind", self.kind.as_str())];
         if let Some(domain) = &self.domain {
@@ -212,6 +215,9 @@ impl EnvelopeFacts {
         }
         headers.push(("source", self.source.as_str()));
         headers.push(("dedupe_key", self.dedupe_key.as_str()));
+        if let Some(traceparent) = &self.traceparent {
+            headers.push(("traceparent", traceparent.as_str()));
+        }
         headers
     }
 

@@ -844,3 +844,36 @@ rules.yaml:4:97: sinks.b.retry.jitter: unknown field `jitter`, expected one of: 
 rules.yaml:5:42: sinks.c.retry: initial_delay (600s) is longer than max_delay (60s)",
     );
 }
+
+#[test]
+fn sink_secrets_come_from_variables_so_the_rules_file_holds_none() {
+    let text = "version: 1
+sinks:
+  hook:
+    type: http
+    url: https://example.org/in
+    signing_secret: ${HOOK_SECRET}
+    auth: { type: bearer, token: \"${HOOK_TOKEN}\" }
+rules:
+  - { name: all, to: [hook] }
+";
+    let vars = |name: &str| match name {
+        "HOOK_SECRET" => Some("whsec_aGVsbG8=".to_string()),
+        "HOOK_TOKEN" => Some("t0ken".to_string()),
+        _ => None,
+    };
+    let rules = RuleSet::parse_with_vars(text, "rules.yaml", &vars).expect("valid");
+    let SinkConfig::Http(hook) = &rules.sinks["hook"].config else {
+        panic!("an http sink");
+    };
+    let debug = format!("{hook:?}");
+    assert!(!debug.contains("${"), "substituted: {debug}");
+
+    let unset = RuleSet::parse_with_vars(text, "rules.yaml", &|_| None).unwrap_err();
+    assert_eq!(
+        unset.to_string(),
+        "rules.yaml:6:21: sinks.hook.signing_secret: environment variable `HOOK_SECRET` is not set\n\
+         rules.yaml:6:21: sinks.hook.signing_secret: expected a Standard Webhooks secret, `whsec_` followed by base64\n\
+         rules.yaml:7:34: sinks.hook.auth.token: environment variable `HOOK_TOKEN` is not set"
+    );
+}

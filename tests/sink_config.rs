@@ -162,7 +162,7 @@ rules.yaml:7:31: sinks.q.declare_exchange.type: unknown exchange type `fan`, exp
 rules.yaml:8:16: sinks.q.mandatory: expected a boolean (true or false), found a string
 rules.yaml:9:48: sinks.q2.exchange: a declared exchange needs a fixed, non-empty `exchange` name (not a template)
 rules.yaml:10:7: sinks.q3: missing field `routing_key`
-rules.yaml:10:38: sinks.q3.rooting_key: unknown field `rooting_key` (did you mean `routing_key`?), expected one of: type, url, exchange, routing_key, declare_exchange, mandatory, headers
+rules.yaml:10:38: sinks.q3.rooting_key: unknown field `rooting_key` (did you mean `routing_key`?), expected one of: type, retry, max_backlog, url, exchange, routing_key, declare_exchange, mandatory, headers
 rules.yaml:13:14: sinks.k.brokers: expected `host:port[,host:port...]`, found an empty string
 rules.yaml:14:12: sinks.k.topic: template `{{ kind }`: syntax error: unexpected `}`, expected end of variable block
 rules.yaml:15:18: sinks.k.compression: unknown compression `zstd`, expected one of: none, gzip, snappy, lz4

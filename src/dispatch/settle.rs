@@ -65,6 +65,8 @@ impl Settler<'_> {
             let giving_up = policy.gives_up(attempt, first_attempt.elapsed());
             let mut retry = Vec::new();
             let mut retry_after = None;
+            // One warning per attempt, not per envelope: an outage must not flood the log.
+            let mut first_error: Option<String> = None;
             for ((delivery, result), span) in pending.into_iter().zip(results).zip(spans) {
                 let outcome = match &result {
                     Ok(()) => "delivered",
@@ -82,7 +84,8 @@ impl Settler<'_> {
                         reason,
                         retry_after: after,
                     }) if !giving_up => {
-                        tracing::warn!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, attempt, error = %reason, "delivery failed, will retry");
+                        tracing::debug!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, attempt, error = %reason, "delivery failed, will retry");
+                        first_error.get_or_insert(reason);
                         retry_after = retry_after.max(after);
                         self.count(&delivery, "retried");
                         retry.push(delivery);
@@ -114,6 +117,14 @@ impl Settler<'_> {
             pending = retry;
             if !pending.is_empty() {
                 let delay = policy.delay(attempt - 1, retry_after);
+                tracing::warn!(
+                    sink = %self.sink_name,
+                    attempt,
+                    pending = pending.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = first_error.as_deref().unwrap_or("dead letter not stored"),
+                    "deliveries failed, will retry"
+                );
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return Settled::Interrupted,

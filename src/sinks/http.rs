@@ -187,6 +187,9 @@ impl HttpSink {
         headers.insert(reqwest::header::CONTENT_TYPE, content_type);
         let id = header_value("idempotency-key", &delivery.envelope_id)?;
         headers.insert("idempotency-key", id.clone());
+        if let Some(traceparent) = &delivery.traceparent {
+            headers.insert("traceparent", header_value("traceparent", traceparent)?);
+        }
         if let Some(key) = &self.config.signing_key {
             let timestamp = jiff::Timestamp::now().as_second();
             let signature = sign(

@@ -144,6 +144,11 @@ async fn envelopes_and_raw_bodies_arrive_exactly_with_their_properties() {
         envelope["dedupe_key"].as_str().map(str::to_owned)
     );
     assert_eq!(
+        header(message, "traceparent"),
+        envelope["traceparent"].as_str().map(str::to_owned),
+        "the trace goes on"
+    );
+    assert_eq!(
         header(message, "xmlns").as_deref(),
         Some("http://openrosa.org/formdesigner/TEST-FORM")
     );

@@ -183,6 +183,12 @@ async fn envelopes_and_raw_bodies_arrive_exactly_signed_and_authenticated() {
     );
     assert_eq!(hook.header("content-type"), Some("application/json"));
     assert_eq!(hook.header("idempotency-key"), Some(id.as_str()));
+    let envelope: serde_json::Value = serde_json::from_str(&spooled).unwrap();
+    assert_eq!(
+        hook.header("traceparent"),
+        envelope["traceparent"].as_str(),
+        "the trace goes on"
+    );
     assert_eq!(hook.header("webhook-id"), Some(id.as_str()));
     assert_eq!(hook.header("authorization"), Some("Bearer t0ken"));
     assert_eq!(hook.header("x-kind"), Some("form"));

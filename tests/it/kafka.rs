@@ -178,6 +178,11 @@ async fn envelopes_arrive_exactly_with_their_key_and_headers() {
         envelope["dedupe_key"].as_str()
     );
     assert_eq!(
+        message.header("traceparent"),
+        envelope["traceparent"].as_str(),
+        "the trace goes on"
+    );
+    assert_eq!(
         message.header("xmlns"),
         Some("http://openrosa.org/formdesigner/TEST-FORM")
     );
