@@ -73,8 +73,10 @@ while :; do
   t=$(elapsed)
   sample "$t" >> "$work/samples.txt"
   if [ $blocked = 0 ] && python3 -c "import sys; sys.exit(0 if float('$t') >= $warmup else 1)"; then
-    echo "a plain file where the sink's folder was" > "$work/data/bench-out.tmp"
-    rm -rf "$work/data/bench-out" && mv "$work/data/bench-out.tmp" "$work/data/bench-out"
+    # Moved aside in one step (the sink keeps writing until it notices), then a plain file
+    # takes the folder's place.
+    mv "$work/data/bench-out" "$work/data/bench-out.before-outage"
+    echo "a plain file where the sink's folder was" > "$work/data/bench-out"
     blocked=1; echo "t=$t sink stopped" >&2
   elif [ $blocked = 1 ] && python3 -c "import sys; sys.exit(0 if float('$t') >= $warmup + $outage else 1)"; then
     rm -f "$work/data/bench-out"; blocked=2; echo "t=$t sink back" >&2

@@ -107,12 +107,14 @@ pub async fn run(
 
     let control = crate::control::Control::open(&config, &live_rules).await?;
 
+    let delivery = DeliveryRuntime::start().context("cannot start the delivery thread")?;
     let mut supervisor = Supervisor::new(
         spool.clone(),
         DeadLetters::new(&config.data_dir),
         Arc::clone(&metrics),
         config.data_dir.clone(),
         backlogs.clone(),
+        delivery.handle.clone(),
     );
     supervisor.sync(live_rules.current());
     forget_orphan_cursors(&spool, &live_rules.current());
@@ -193,10 +195,61 @@ pub async fn run(
             "deliveries still in progress after the grace period; they resume at the next start"
         );
     }
+    delivery.stop().await;
     stop_admin.cancel();
     let _ = admin_task.await;
     tracing::info!("ccrelay stopped");
     served
+}
+
+/// The runtime dispatchers run on: its own thread, apart from the ingress runtime. Under a
+/// flood of requests the ingress workers' queues are full of request tasks; a dispatcher
+/// queued behind them all would fall ever further behind, while on its own thread the OS
+/// gives delivery its share of the CPU and the backlog stays flat.
+struct DeliveryRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeliveryRuntime {
+    fn start() -> std::io::Result<DeliveryRuntime> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("delivery-blocking")
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("delivery".into())
+            .spawn(move || {
+                // Drives every task spawned through `handle` until told to stop; what is left
+                // then is dropped with the runtime, here, outside any async context.
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(DeliveryRuntime {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread once the dispatchers are done (or given up on) and waits for it.
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for DeliveryRuntime {
+    /// On an early return the thread is told to stop, not waited for.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
 }
 
 /// Keeps the dispatchers in line with every rule set swapped in, until the dispatchers stop.

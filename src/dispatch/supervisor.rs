@@ -91,6 +91,8 @@ pub struct Supervisor {
     pub metrics: Arc<Metrics>,
     pub data_dir: PathBuf,
     pub backlogs: Backlogs,
+    /// Where dispatchers run: the delivery runtime, apart from ingress (see `app`).
+    pub runtime: tokio::runtime::Handle,
     pub tracker: TaskTracker,
     pub stop: CancellationToken,
     running: HashMap<String, Running>,
@@ -110,6 +112,7 @@ impl Supervisor {
         metrics: Arc<Metrics>,
         data_dir: PathBuf,
         backlogs: Backlogs,
+        runtime: tokio::runtime::Handle,
     ) -> Supervisor {
         Supervisor {
             spool,
@@ -117,6 +120,7 @@ impl Supervisor {
             metrics,
             data_dir,
             backlogs,
+            runtime,
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
             running: HashMap::new(),
@@ -197,7 +201,8 @@ impl Supervisor {
             metrics: Arc::clone(&self.metrics),
             backlogs: self.backlogs.clone(),
         };
-        self.tracker.spawn(dispatcher.run(self.stop.clone()));
+        self.tracker
+            .spawn_on(dispatcher.run(self.stop.clone()), &self.runtime);
         self.running
             .insert(name.to_string(), Running { active, retirement });
     }
