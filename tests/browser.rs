@@ -167,7 +167,7 @@ async fn the_admin_page_shows_sources_sinks_dead_letters_and_rules_and_replays()
     assert_eq!(archive[6], "2", "dead letters: {archive:?}");
     let copy = row(&shown["sinks"], "copy");
     assert_eq!(copy[2], "healthy", "{copy:?}");
-    assert_eq!(copy[3], "0 B", "nothing waiting for copy: {copy:?}");
+    assert_eq!(copy[3], "0", "nothing waiting for copy (records): {copy:?}");
     assert_eq!(copy[4], "2", "delivered: {copy:?}");
     assert_eq!(copy[6], "0", "{copy:?}");
     assert_eq!(shown["replay_buttons"], json!(["archive"]));
