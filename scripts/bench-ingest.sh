@@ -10,12 +10,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:-15}
 connections=${2:-32}
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+source scripts/bench-common.sh
+ensure_wrk
 cargo build --release --quiet --bin ccrelay --example bare_server
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=$(target_dir)
 
 work=$(mktemp -d)
 pids=()
@@ -27,7 +25,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
 
 # Prints "requests_per_second p99_ms" for a wrk run against port $1.
 load() {

@@ -20,14 +20,11 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 sinks=${2:-"kafka amqp http"}
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk (Debian package)" >&2
-  apt-get -o DPkg::Lock::Timeout=600 update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null
-fi
+source scripts/bench-common.sh
+ensure_wrk
 scripts/brokers.sh >/dev/null
 cargo build --release --quiet --bin ccrelay --example bare_server --example bench_far_side
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=$(target_dir)
 ccrelay=$target_dir/release/ccrelay
 far_side=$target_dir/release/examples/bench_far_side
 
@@ -50,7 +47,6 @@ trap 'status=$?; cleanup; exit $status' EXIT
 # Arithmetic on decimals (awk: bc is not on every machine).
 calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
 
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
 
 # A counter from the relay's metrics (0 when absent): $1 is a regex on the series.
 metric() {

@@ -96,28 +96,17 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 /// (`null` before either) and, for sinks that keep one, whether it holds a connection.
 fn sink_health(state: &AdminState) -> serde_json::Value {
     let rules = state.rules.current();
-    let gauge = |gauge: &prometheus::IntGaugeVec, name: &str| {
-        // Read without creating the series: an unknown state is shown as `null`.
-        let families = prometheus::core::Collector::collect(gauge);
-        families
-            .iter()
-            .flat_map(|family| family.get_metric())
-            .find(|metric| {
-                metric
-                    .get_label()
-                    .iter()
-                    .any(|label| label.name() == "sink" && label.value() == name)
-            })
-            .map(|metric| metric.get_gauge().get_value() >= 1.0)
-    };
+    // Read without creating series: an unknown state is shown as `null`.
+    let healthy = status::flags_by_sink(&state.metrics.sink_healthy);
+    let connected = status::flags_by_sink(&state.metrics.sink_connected);
     let sinks: serde_json::Map<String, serde_json::Value> = rules
         .sinks
         .iter()
         .map(|(name, spec)| {
             let health = json!({
                 "type": spec.config.type_name(),
-                "healthy": gauge(&state.metrics.sink_healthy, name),
-                "connected": gauge(&state.metrics.sink_connected, name),
+                "healthy": healthy.get(name),
+                "connected": connected.get(name),
             });
             (name.clone(), health)
         })

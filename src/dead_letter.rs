@@ -5,6 +5,7 @@
 //! the error, attempt counts and times, the envelope and the raw body (base64), written to a
 //! temporary name, synced and renamed, so a crash leaves either the whole letter or none.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,15 +78,7 @@ impl DeadLetters {
     pub fn find(&self, filter: &Filter) -> std::io::Result<Vec<DeadLetter>> {
         let sinks = match &filter.sink {
             Some(sink) => vec![sink.clone()],
-            None => match fs::read_dir(&self.dir) {
-                Ok(entries) => entries
-                    .flatten()
-                    .filter(|entry| entry.path().is_dir())
-                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                    .collect(),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(err) => return Err(err),
-            },
+            None => self.sink_names()?,
         };
         let mut letters = Vec::new();
         for sink in sinks {
@@ -97,6 +90,38 @@ impl DeadLetters {
         }
         letters.sort_by(|a, b| a.envelope_id.cmp(&b.envelope_id));
         Ok(letters)
+    }
+
+    /// How many dead letters each sink has, from the file names alone: the admin page asks
+    /// every few seconds, and reading every letter (envelope and body) for a count would not do.
+    ///
+    /// # Errors
+    /// When a folder cannot be read.
+    pub fn count_by_sink(&self) -> std::io::Result<BTreeMap<String, u64>> {
+        let mut counts = BTreeMap::new();
+        for sink in self.sink_names()? {
+            let letters = fs::read_dir(self.dir.join(&sink))?
+                .flatten()
+                .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "json"))
+                .count();
+            if letters > 0 {
+                counts.insert(sink, letters as u64);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The sinks that have a dead-letter folder.
+    fn sink_names(&self) -> std::io::Result<Vec<String>> {
+        match fs::read_dir(&self.dir) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .filter(|entry| entry.path().is_dir())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
     }
 
     /// One dead letter, if there is one.

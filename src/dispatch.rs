@@ -18,7 +18,7 @@ use crate::backlog::Backlogs;
 use crate::dead_letter::DeadLetters;
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
-use crate::sinks::{Delivery, Sink, SinkError};
+use crate::sinks::{Delivery, EnvelopeFacts, Sink, SinkError};
 use crate::spool::{Entry, Spool};
 pub use settle::{Settled, Settler, Target};
 pub use supervisor::{Retirement, Supervisor};
@@ -192,20 +192,18 @@ impl Dispatcher {
                     String::from_utf8_lossy(&entry.record.envelope).into()
                 }
             };
-            let header = serde_json::from_str::<EnvelopeHeader>(&envelope).unwrap_or_default();
-            let payload = route.shape.apply(
-                &envelope,
-                &entry.record.body,
-                header.content_type.as_deref(),
-            );
+            let facts = EnvelopeFacts::read(&envelope);
+            let payload =
+                route
+                    .shape
+                    .apply(&envelope, &entry.record.body, facts.content_type.as_deref());
             deliveries.push(Delivery {
                 offset: entry.offset,
-                envelope_id: header.id,
+                facts,
                 route: route.clone(),
                 envelope,
                 body: entry.record.body,
                 payload,
-                traceparent: header.traceparent,
             });
         }
         deliveries
@@ -270,14 +268,6 @@ async fn probe_sink(
             () = stop.cancelled() => return,
         }
     }
-}
-
-/// The envelope fields a dispatcher reads itself, without parsing the rest.
-#[derive(Default, serde::Deserialize)]
-struct EnvelopeHeader {
-    id: String,
-    content_type: Option<String>,
-    traceparent: Option<String>,
 }
 
 /// Stores a dispatcher's cursor, not more often than `CURSOR_STORE_INTERVAL` under load.

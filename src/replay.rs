@@ -109,27 +109,16 @@ pub async fn replay(
     {
         let mut taken = reader.take().expect("checked above");
         let (returned, read) = tokio::task::spawn_blocking(move || {
-            let read = taken.read_batch(BATCH_RECORDS);
+            let read = taken.read_batch_past_damage(BATCH_RECORDS);
             (taken, read)
         })
         .await
         .expect("reading the spool does not panic");
-        let entries = match read {
-            Ok(entries) => entries,
-            Err(SpoolError::Corrupt { offset, source }) => {
-                tracing::error!(offset, error = %source, "replay: skipping a damaged spool segment");
-                reader = Some(returned);
-                if reader.as_mut().expect("just set").skip_segment() {
-                    continue;
-                }
-                break;
-            }
-            Err(source) => {
-                let replayed = report.replayed;
-                return Err(ReplayError::Spool { replayed, source });
-            }
-        };
         reader = Some(returned);
+        let entries = read.map_err(|source| ReplayError::Spool {
+            replayed: report.replayed,
+            source,
+        })?;
         if entries.is_empty() {
             break;
         }

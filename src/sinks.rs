@@ -62,7 +62,8 @@ impl SinkConfig {
 pub struct Delivery {
     /// The record's offset in the spool: unique, and stable across retries.
     pub offset: u64,
-    pub envelope_id: String,
+    /// The envelope fields dispatch and the sinks read, parsed once per delivery.
+    pub facts: EnvelopeFacts,
     pub route: Route,
     /// The envelope as JSON text, exactly as spooled; templates parse only what they read.
     pub envelope: Arc<str>,
@@ -70,8 +71,12 @@ pub struct Delivery {
     pub body: Bytes,
     /// What the sink sends: the envelope, the raw body or a projection, as the rule chose.
     pub payload: Payload,
-    /// The envelope's W3C trace context, passed on to the far side as `traceparent`.
-    pub traceparent: Option<String>,
+}
+
+impl Delivery {
+    pub fn envelope_id(&self) -> &str {
+        &self.facts.id
+    }
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -174,10 +179,12 @@ impl Sink {
 /// How long a sink's check may take before it counts as a failure.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The envelope fields the network sinks send as message metadata, read from the spooled
-/// envelope text without building its full tree.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct EnvelopeFacts {
+/// The envelope fields dispatch and the network sinks read (ids, message metadata, the content
+/// type and trace context), read from the spooled envelope text without building its tree.
+/// Fields are empty for text that is not an envelope (ccrelay never spools one), so a header
+/// is missing rather than a delivery lost.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct EnvelopeFacts {
     #[serde(default)]
     pub id: String,
     #[serde(default)]
@@ -190,25 +197,23 @@ pub(crate) struct EnvelopeFacts {
     pub dedupe_key: String,
     #[serde(default)]
     pub received_at: String,
+    /// The Content-Type HQ sent, which a `send: raw` route passes on.
+    #[serde(default)]
+    pub content_type: Option<String>,
     /// W3C trace context, passed on so the consumer's work joins the same trace.
     #[serde(default)]
     pub traceparent: Option<String>,
 }
 
 impl EnvelopeFacts {
-    /// The facts of `delivery`'s envelope; empty fields for text that is not an envelope
-    /// (ccrelay never spools one), so a header is missing rather than a delivery lost.
-    pub(crate) fn of(delivery: &Delivery) -> EnvelopeFacts {
-        let mut facts: EnvelopeFacts = serde_json::from_str(&delivery.envelope).unwrap_or_default();
-        if facts.id.is_empty() {
-            facts.id = delivery.envelope_id.clone();
-        }
-        facts
+    /// The facts of a spooled envelope.
+    pub fn read(envelope: &str) -> EnvelopeFacts {
+        serde_json::from_str(envelope).unwrap_or_default()
     }
 
     /// The standard metadata headers every network sink sends, in this order. `domain` and
     /// `traceparent` are left out when the envelope has none.
-    pub(crate) fn headers(&self) -> Vec<(&'static str, &str)> {
+    pub fn headers(&self) -> Vec<(&'static str, &str)> {
         let mut headers = vec![("kind", self.kind.as_str())];
         if let Some(domain) = &self.domain {
             headers.push(("domain", domain.as_str()));
@@ -222,7 +227,7 @@ impl EnvelopeFacts {
     }
 
     /// `received_at` as Unix seconds, or now when it does not parse.
-    pub(crate) fn received_at_seconds(&self) -> i64 {
+    pub fn received_at_seconds(&self) -> i64 {
         self.received_at
             .parse::<jiff::Timestamp>()
             .unwrap_or_else(|_| jiff::Timestamp::now())

@@ -348,17 +348,7 @@ impl Spool {
     pub fn scan(&self, offset: u64, mut visit: impl FnMut(&Entry)) -> Result<()> {
         let mut reader = self.reader(offset);
         loop {
-            let batch = match reader.read_batch(SCAN_BATCH_RECORDS) {
-                Ok(batch) => batch,
-                Err(SpoolError::Corrupt { offset, source }) => {
-                    tracing::error!(offset, error = %source, "spool scan: skipping a damaged segment");
-                    if reader.skip_segment() {
-                        continue;
-                    }
-                    return Ok(());
-                }
-                Err(err) => return Err(err),
-            };
+            let batch = reader.read_batch_past_damage(SCAN_BATCH_RECORDS)?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -621,6 +611,26 @@ impl Reader {
         // Bytes read ahead may belong to a batch whose sync is yet to succeed or fail.
         self.forget_read_ahead()?;
         Ok(entries)
+    }
+
+    /// Like `read_batch`, for a one-pass reader (start-up, replay) that moves past a damaged
+    /// segment rather than waiting on it: the damage is logged and skipped. Empty at the end,
+    /// or when the damage is in the segment being written.
+    ///
+    /// # Errors
+    /// `Io` for a failed read.
+    pub fn read_batch_past_damage(&mut self, max_records: usize) -> Result<Vec<Entry>> {
+        loop {
+            match self.read_batch(max_records) {
+                Err(SpoolError::Corrupt { offset, source }) => {
+                    tracing::error!(offset, error = %source, "skipping a damaged spool segment");
+                    if !self.skip_segment() {
+                        return Ok(Vec::new());
+                    }
+                }
+                read => return read,
+            }
+        }
     }
 
     /// Drops bytes read ahead past the durable end: a failed write is cut off the segment and

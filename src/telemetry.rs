@@ -101,6 +101,11 @@ pub fn span_in_trace(
     traceparent: Option<&str>,
     make: impl FnOnce() -> tracing::Span,
 ) -> tracing::Span {
+    // These spans are at info level: below it (a benchmark's RUST_LOG=warn) they are disabled,
+    // and parsing the traceparent for them is wasted on the delivery path.
+    if tracing::level_filters::LevelFilter::current() < tracing::Level::INFO {
+        return make();
+    }
     let parent = traceparent.and_then(TraceParent::parse);
     #[cfg(feature = "otel")]
     let attached = parent.as_ref().map(otel::attach);

@@ -11,7 +11,6 @@ use prometheus::core::Collector;
 use serde_json::{Value, json};
 
 use super::{AdminState, admin_error};
-use crate::dead_letter::Filter;
 
 /// `GET /sources`: per source seen since start, its request, byte and payload counters.
 ///
@@ -90,11 +89,11 @@ struct SourceCounts {
 pub(super) async fn sinks(State(state): State<AdminState>) -> Response {
     let rules = state.rules.current();
     let dead_letters = state.dead_letters.clone();
-    let letters = match tokio::task::spawn_blocking(move || dead_letters.find(&Filter::default()))
+    let dead_by_sink = match tokio::task::spawn_blocking(move || dead_letters.count_by_sink())
         .await
-        .expect("reading dead letters does not panic")
+        .expect("counting dead letters does not panic")
     {
-        Ok(letters) => letters,
+        Ok(counts) => counts,
         Err(err) => {
             return admin_error(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,14 +102,7 @@ pub(super) async fn sinks(State(state): State<AdminState>) -> Response {
             );
         }
     };
-    let mut dead_by_sink: BTreeMap<String, u64> = BTreeMap::new();
-    for letter in &letters {
-        *dead_by_sink.entry(letter.route.sink.clone()).or_default() += 1;
-    }
-    let health: BTreeMap<String, bool> = series_gauge(&state.metrics.sink_healthy)
-        .into_iter()
-        .filter_map(|(labels, value)| Some((labels.get("sink")?.clone(), value == 1)))
-        .collect();
+    let health = flags_by_sink(&state.metrics.sink_healthy);
     let delivered = per_sink(&state.metrics.sink_deliveries, "delivered");
     let retried = per_sink(&state.metrics.sink_deliveries, "retried");
     let failed = per_sink(&state.metrics.sink_deliveries, "failed");
@@ -156,8 +148,13 @@ fn series(metric: &prometheus::IntCounterVec) -> Vec<(BTreeMap<String, String>, 
     collect(metric, |sample| sample.get_counter().get_value() as u64)
 }
 
-fn series_gauge(metric: &prometheus::IntGaugeVec) -> Vec<(BTreeMap<String, String>, i64)> {
-    collect(metric, |sample| sample.get_gauge().get_value() as i64)
+/// A 0/1 gauge per sink as booleans, for the sinks that have the series; reading never
+/// creates one.
+pub(super) fn flags_by_sink(metric: &prometheus::IntGaugeVec) -> BTreeMap<String, bool> {
+    collect(metric, |sample| sample.get_gauge().get_value() >= 1.0)
+        .into_iter()
+        .filter_map(|(labels, flag)| Some((labels.get("sink")?.clone(), flag)))
+        .collect()
 }
 
 fn collect<T>(

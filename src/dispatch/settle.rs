@@ -84,7 +84,7 @@ impl Settler<'_> {
                         reason,
                         retry_after: after,
                     }) if !giving_up => {
-                        tracing::debug!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, attempt, error = %reason, "delivery failed, will retry");
+                        tracing::debug!(sink = %self.sink_name, envelope_id = %delivery.envelope_id(), attempt, error = %reason, "delivery failed, will retry");
                         first_error.get_or_insert(reason);
                         retry_after = retry_after.max(after);
                         self.count(&delivery, "retried");
@@ -136,11 +136,11 @@ impl Settler<'_> {
 
     /// One span per delivery attempt, a child of the ingest that spooled the envelope.
     fn span(&self, delivery: &Delivery, attempt: u32) -> tracing::Span {
-        crate::telemetry::span_in_trace(delivery.traceparent.as_deref(), || {
+        crate::telemetry::span_in_trace(delivery.facts.traceparent.as_deref(), || {
             tracing::info_span!(
                 "deliver",
                 sink = self.sink_name,
-                envelope_id = %delivery.envelope_id,
+                envelope_id = %delivery.envelope_id(),
                 attempt,
                 outcome = tracing::field::Empty,
                 trace_id = tracing::field::Empty,
@@ -154,7 +154,7 @@ impl Settler<'_> {
             .with_label_values(&[self.sink_name, outcome])
             .inc();
         if outcome == "delivered" {
-            if let Some(age) = age_of(&delivery.envelope_id) {
+            if let Some(age) = age_of(delivery.envelope_id()) {
                 self.metrics
                     .sink_latency
                     .with_label_values(&[self.sink_name])
@@ -170,9 +170,9 @@ impl Settler<'_> {
         attempts: u32,
         first_attempt_at: jiff::Timestamp,
     ) -> DeadLetter {
-        tracing::error!(sink = %self.sink_name, envelope_id = %delivery.envelope_id, attempts, error = %reason, "delivery failed for good, storing a dead letter");
+        tracing::error!(sink = %self.sink_name, envelope_id = %delivery.envelope_id(), attempts, error = %reason, "delivery failed for good, storing a dead letter");
         DeadLetter {
-            envelope_id: delivery.envelope_id.clone(),
+            envelope_id: delivery.envelope_id().to_owned(),
             route: delivery.route.clone(),
             offset: delivery.offset,
             reason,
@@ -226,6 +226,7 @@ mod tests {
 
     use super::*;
     use crate::rules::{Payload, Shape};
+    use crate::sinks::EnvelopeFacts;
     use crate::spool::Route;
 
     /// A sink that answers each attempt from a script, per envelope id, then succeeds.
@@ -258,7 +259,7 @@ mod tests {
                 .map(|delivery| {
                     let failures = script
                         .iter_mut()
-                        .find(|(id, _)| *id == delivery.envelope_id)
+                        .find(|(id, _)| *id == delivery.envelope_id())
                         .map(|(_, failures)| failures);
                     match failures {
                         Some(failures) if !failures.is_empty() => Err(failures.remove(0)),
@@ -272,7 +273,10 @@ mod tests {
     fn delivery(id: &str) -> Delivery {
         Delivery {
             offset: 0,
-            envelope_id: id.to_string(),
+            facts: EnvelopeFacts {
+                id: id.to_string(),
+                ..EnvelopeFacts::default()
+            },
             route: Route {
                 sink: "downstream".to_string(),
                 rule: "all".to_string(),
@@ -284,7 +288,6 @@ mod tests {
                 bytes: bytes::Bytes::from_static(b"{}"),
                 content_type: "application/json".to_string(),
             },
-            traceparent: None,
         }
     }
 

@@ -21,7 +21,7 @@ use lapin::{
 };
 use tokio::sync::Mutex;
 
-use super::{Delivery, EnvelopeFacts, SinkError, render, render_headers};
+use super::{Delivery, SinkError, render, render_headers};
 use crate::template::Template;
 
 /// AMQP's persistent delivery mode: the broker writes the message to disk before confirming
@@ -198,7 +198,7 @@ impl AmqpSink {
         let exchange = render("exchange", &self.config.exchange, delivery)?;
         let routing_key = render("routing_key", &self.config.routing_key, delivery)?;
         let extra_headers = render_headers(&self.config.headers, delivery)?;
-        let facts = EnvelopeFacts::of(delivery);
+        let facts = &delivery.facts;
         let mut headers = FieldTable::default();
         for (name, value) in facts.headers() {
             headers.insert(

@@ -214,7 +214,10 @@ mod tests {
             format!(r#"{{"id":"e{n}","kind":"{kind}","received_at":"2024-05-02T06:14:09Z"}}"#);
         Delivery {
             offset: n,
-            envelope_id: format!("e{n}"),
+            facts: crate::sinks::EnvelopeFacts {
+                id: format!("e{n}"),
+                ..Default::default()
+            },
             route: Route {
                 sink: "archive".into(),
                 rule: "all".into(),
@@ -223,7 +226,6 @@ mod tests {
             payload: crate::rules::Shape::Envelope.apply(&envelope, b"", None),
             envelope: Arc::from(envelope),
             body: Bytes::new(),
-            traceparent: None,
         }
     }
 

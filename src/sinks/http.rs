@@ -185,16 +185,16 @@ impl HttpSink {
         }
         let content_type = header_value("content-type", &delivery.payload.content_type)?;
         headers.insert(reqwest::header::CONTENT_TYPE, content_type);
-        let id = header_value("idempotency-key", &delivery.envelope_id)?;
+        let id = header_value("idempotency-key", delivery.envelope_id())?;
         headers.insert("idempotency-key", id.clone());
-        if let Some(traceparent) = &delivery.traceparent {
+        if let Some(traceparent) = &delivery.facts.traceparent {
             headers.insert("traceparent", header_value("traceparent", traceparent)?);
         }
         if let Some(key) = &self.config.signing_key {
             let timestamp = jiff::Timestamp::now().as_second();
             let signature = sign(
                 key,
-                &delivery.envelope_id,
+                delivery.envelope_id(),
                 timestamp,
                 &delivery.payload.bytes,
             );

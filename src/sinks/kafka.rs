@@ -20,7 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use super::{Delivery, EnvelopeFacts, SinkError, render, render_headers};
+use super::{Delivery, SinkError, render, render_headers};
 use crate::template::Template;
 
 /// How long a send may wait for room in librdkafka's queue before it counts as failed.
@@ -252,7 +252,7 @@ impl KafkaSink {
             None => None,
         };
         let extra = render_headers(&self.config.headers, delivery)?;
-        let facts = EnvelopeFacts::of(delivery);
+        let facts = &delivery.facts;
         let mut headers = OwnedHeaders::new_with_capacity(6 + extra.len());
         headers = headers.insert(Header {
             key: "id",
