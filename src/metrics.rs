@@ -48,20 +48,25 @@ const LATENCY_BUCKETS: &[f64] = &[
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        let register = |metric: Box<dyn prometheus::core::Collector>| {
+            registry.register(metric).expect("metric names are unique");
+        };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels)
                 .expect("metric definitions are valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric names are unique");
+            register(Box::new(metric.clone()));
             metric
         };
-        let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
-            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            register(Box::new(metric.clone()));
+            metric
+        };
+        let histogram_vec = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             let metric = HistogramVec::new(opts, labels).expect("metric definitions are valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric names are unique");
+            register(Box::new(metric.clone()));
             metric
         };
         let spool_append_duration = Histogram::with_opts(
@@ -72,67 +77,19 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("metric definitions are valid");
-        registry
-            .register(Box::new(spool_append_duration.clone()))
-            .expect("metric names are unique");
+        register(Box::new(spool_append_duration.clone()));
         let spool_appended_records = IntCounter::new(
             "ccrelay_spool_appended_records_total",
             "Records appended to the spool and synced",
         )
         .expect("metric definitions are valid");
-        registry
-            .register(Box::new(spool_appended_records.clone()))
-            .expect("metric names are unique");
+        register(Box::new(spool_appended_records.clone()));
         let spool_disk_bytes = IntGauge::new(
             "ccrelay_spool_disk_bytes",
             "Bytes the spool's segments take on disk",
         )
         .expect("metric definitions are valid");
-        registry
-            .register(Box::new(spool_disk_bytes.clone()))
-            .expect("metric names are unique");
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
-                .expect("metric definitions are valid");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric names are unique");
-            metric
-        };
-        let sink_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "ccrelay_sink_delivery_latency_seconds",
-                "Time from accepting an envelope to its sink confirming it",
-            )
-            .buckets(END_TO_END_BUCKETS.to_vec()),
-            &["sink"],
-        )
-        .expect("metric definitions are valid");
-        registry
-            .register(Box::new(sink_latency.clone()))
-            .expect("metric names are unique");
-        let sink_healthy = IntGaugeVec::new(
-            Opts::new(
-                "ccrelay_sink_healthy",
-                "1 while the sink's last delivery or check succeeded, else 0",
-            ),
-            &["sink"],
-        )
-        .expect("metric definitions are valid");
-        registry
-            .register(Box::new(sink_healthy.clone()))
-            .expect("metric names are unique");
-        let sink_connected = IntGaugeVec::new(
-            Opts::new(
-                "ccrelay_sink_connected",
-                "1 while a network sink (amqp, kafka) holds a connection to its broker, else 0",
-            ),
-            &["sink"],
-        )
-        .expect("metric definitions are valid");
-        registry
-            .register(Box::new(sink_connected.clone()))
-            .expect("metric names are unique");
+        register(Box::new(spool_disk_bytes.clone()));
 
         Metrics {
             ingress_requests: counter_vec(
@@ -144,6 +101,7 @@ impl Metrics {
                 "ccrelay_ingress_request_duration_seconds",
                 "Time to answer an ingress request",
                 &["source"],
+                LATENCY_BUCKETS,
             ),
             ingress_bytes: counter_vec(
                 "ccrelay_ingress_bytes_total",
@@ -183,13 +141,18 @@ impl Metrics {
                 "ccrelay_sink_delivery_duration_seconds",
                 "Time a sink took to confirm a batch",
                 &["sink"],
+                LATENCY_BUCKETS,
             ),
             sink_dead_letters: counter_vec(
                 "ccrelay_sink_dead_letters_total",
                 "Deliveries given up and stored as dead letters",
                 &["sink"],
             ),
-            sink_healthy,
+            sink_healthy: gauge_vec(
+                "ccrelay_sink_healthy",
+                "1 while the sink's last delivery or check succeeded, else 0",
+                &["sink"],
+            ),
             sink_routed: counter_vec(
                 "ccrelay_sink_routed_total",
                 "Envelopes routed to the sink and durably spooled",
@@ -200,14 +163,23 @@ impl Metrics {
                 "Envelopes routed to the sink and not yet delivered or dead-lettered",
                 &["sink"],
             ),
-            sink_latency,
+            sink_latency: histogram_vec(
+                "ccrelay_sink_delivery_latency_seconds",
+                "Time from accepting an envelope to its sink confirming it",
+                &["sink"],
+                END_TO_END_BUCKETS,
+            ),
             sink_redelivered: counter_vec(
                 "ccrelay_sink_redelivered_total",
                 "Envelopes handed to the sink before an unclean stop and handed again after \
                  the restart: the possible duplicates",
                 &["sink"],
             ),
-            sink_connected,
+            sink_connected: gauge_vec(
+                "ccrelay_sink_connected",
+                "1 while a network sink (amqp, kafka) holds a connection to its broker, else 0",
+                &["sink"],
+            ),
             rules_reloads: counter_vec(
                 "ccrelay_rules_reloads_total",
                 "Rules file reloads by result (success, unchanged, failure)",
