@@ -75,9 +75,11 @@ async fn sinks_show_health_backlog_and_counts_and_sources_their_requests() {
     let before = sink(&relay, "blocked").await;
     assert_eq!(before["type"], "file");
     assert_eq!(before["in_rules"], true);
-    assert_eq!(
-        before["healthy"], true,
-        "the check at start found it writable: {before}"
+    // The check at start runs beside the dispatcher: not done yet (null), or it found the
+    // sink writable; never failing.
+    assert!(
+        before["healthy"].is_null() || before["healthy"] == true,
+        "no delivery yet: {before}"
     );
     assert_eq!(before["backlog_bytes"], 0, "{before}");
 
