@@ -8,6 +8,7 @@
 //! delivery or check, so a far side that is down at start only holds its queue, never the relay.
 
 pub mod amqp;
+mod facts;
 pub mod file;
 pub mod http;
 pub mod kafka;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use crate::rules::Payload;
 use crate::spool::Route;
 use crate::template::Template;
+pub use facts::EnvelopeFacts;
 pub use amqp::{AmqpSink, AmqpSinkConfig, ExchangeDeclaration};
 pub use file::{FileSink, FileSinkConfig};
 pub use http::{HttpAuth, HttpSink, HttpSinkConfig};
@@ -178,62 +180,6 @@ impl Sink {
 
 /// How long a sink's check may take before it counts as a failure.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The envelope fields dispatch and the network sinks read (ids, message metadata, the content
-/// type and trace context), read from the spooled envelope text without building its tree.
-/// Fields are empty for text that is not an envelope (ccrelay never spools one), so a header
-/// is missing rather than a delivery lost.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-pub struct EnvelopeFacts {
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub domain: Option<String>,
-    #[serde(default)]
-    pub source: String,
-    #[serde(default)]
-    pub dedupe_key: String,
-    #[serde(default)]
-    pub received_at: String,
-    /// The Content-Type HQ sent, which a `send: raw` route passes on.
-    #[serde(default)]
-    pub content_type: Option<String>,
-    /// W3C trace context, passed on so the consumer's work joins the same trace.
-    #[serde(default)]
-    pub traceparent: Option<String>,
-}
-
-impl EnvelopeFacts {
-    /// The facts of a spooled envelope.
-    pub fn read(envelope: &str) -> EnvelopeFacts {
-        serde_json::from_str(envelope).unwrap_or_default()
-    }
-
-    /// The standard metadata headers every network sink sends, in this order. `domain` and
-    /// `traceparent` are left out when the envelope has none.
-    pub fn headers(&self) -> Vec<(&'static str, &str)> {
-        let mut headers = vec![("kind", self.kind.as_str())];
-        if let Some(domain) = &self.domain {
-            headers.push(("domain", domain.as_str()));
-        }
-        headers.push(("source", self.source.as_str()));
-        headers.push(("dedupe_key", self.dedupe_key.as_str()));
-        if let Some(traceparent) = &self.traceparent {
-            headers.push(("traceparent", traceparent.as_str()));
-        }
-        headers
-    }
-
-    /// `received_at` as Unix seconds, or now when it does not parse.
-    pub fn received_at_seconds(&self) -> i64 {
-        self.received_at
-            .parse::<jiff::Timestamp>()
-            .unwrap_or_else(|_| jiff::Timestamp::now())
-            .as_second()
-    }
-}
 
 /// Renders every `(name, template)` pair against the delivery's envelope.
 ///

@@ -10,7 +10,7 @@
 //! - The log is a folder of segment files named by the offset of their first byte
 //!   (`spool/00000000000000000000.log`); offsets are global byte positions, so a position
 //!   names one record for the life of the spool. Frames are laid out in `spool/record.rs`.
-//! - Each consumer (one per sink) keeps its position in `cursors/<name>`, stored after its
+//! - Each consumer (one per sink) keeps its position in `cursors/<name>` (`spool/offsets.rs`), stored after its
 //!   sink confirmed a batch: a crash re-delivers at most what was in flight (at least once).
 //! - A sealed segment is deleted once every consumer is past it and it is older than the
 //!   retention, or sooner when the disk quota needs the room. When the quota is reached with
@@ -18,6 +18,7 @@
 //! - On open, the last segment is scanned and a torn tail (a frame cut short or failing its
 //!   checksum) is truncated: it was never acknowledged, since its sync never completed.
 
+mod offsets;
 pub mod record;
 mod segments;
 
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use offsets::OffsetFiles;
 use record::{FRAME_HEADER_BYTES, RecordError};
 pub use record::{Record, Route};
 use segments::{Segment, Segments};
@@ -114,7 +116,7 @@ pub struct Spool {
 struct Shared {
     options: SpoolOptions,
     segment_dir: PathBuf,
-    cursor_dir: PathBuf,
+    offset_files: OffsetFiles,
     appends: mpsc::Sender<AppendRequest>,
     durable_end: watch::Receiver<u64>,
     segments: Mutex<Segments>,
@@ -138,7 +140,8 @@ impl Spool {
             fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
         let segments = Segments::recover(&segment_dir)?;
-        let mut cursors = load_cursors(&cursor_dir)?;
+        let offset_files = OffsetFiles::new(cursor_dir);
+        let mut cursors = offset_files.load_cursors()?;
         for (name, cursor) in &mut cursors {
             // Past the end only if recovery cut records off: read what is appended next.
             if *cursor > segments.end() {
@@ -156,7 +159,7 @@ impl Spool {
         let shared = Arc::new(Shared {
             options,
             segment_dir,
-            cursor_dir,
+            offset_files,
             appends,
             durable_end,
             segments: Mutex::new(segments),
@@ -276,12 +279,8 @@ impl Spool {
             .lock()
             .expect("cursor lock is never poisoned")
             .remove(name);
-        let _ = fs::remove_file(self.attempt_path(name));
-        let path = self.shared.cursor_dir.join(name);
-        match fs::remove_file(&path) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io_error(&path)(err)),
-            _ => Ok(()),
-        }
+        let _ = self.shared.offset_files.remove(&attempt_file(name));
+        self.shared.offset_files.remove(name)
     }
 
     /// Records that consumer `name` is done with everything before `offset`, durably.
@@ -303,13 +302,7 @@ impl Spool {
     }
 
     fn write_cursor(&self, name: &str, offset: u64, sync: bool) -> Result<()> {
-        let path = self.shared.cursor_dir.join(name);
-        let temporary = self.shared.cursor_dir.join(format!(".{name}.tmp"));
-        let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
-        file.write_all(offset.to_string().as_bytes())
-            .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
-            .map_err(io_error(&temporary))?;
-        fs::rename(&temporary, &path).map_err(io_error(&path))?;
+        self.shared.offset_files.write(name, offset, sync)?;
         self.shared
             .cursors
             .lock()
@@ -325,19 +318,14 @@ impl Spool {
     /// # Errors
     /// When the note cannot be written.
     pub fn note_attempt(&self, name: &str, end: u64) -> Result<()> {
-        let path = self.attempt_path(name);
-        fs::write(&path, end.to_string()).map_err(io_error(&path))
+        self.shared
+            .offset_files
+            .write(&attempt_file(name), end, false)
     }
 
     /// The end consumer `name` last noted with `note_attempt`, if any.
     pub fn attempted(&self, name: &str) -> Option<u64> {
-        let text = fs::read_to_string(self.attempt_path(name)).ok()?;
-        text.trim().parse().ok()
-    }
-
-    fn attempt_path(&self, name: &str) -> PathBuf {
-        // A dot file, so that it is never taken for a consumer's cursor.
-        self.shared.cursor_dir.join(format!(".{name}.attempted"))
+        self.shared.offset_files.read(&attempt_file(name))
     }
 
     /// Calls `visit` on every durable record from `offset` on, in order, skipping the
@@ -411,23 +399,9 @@ fn segment_age(path: &Path) -> Duration {
         .unwrap_or_default()
 }
 
-fn load_cursors(dir: &Path) -> Result<HashMap<String, u64>> {
-    let mut cursors = HashMap::new();
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let entry = entry.map_err(io_error(dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let text = fs::read_to_string(entry.path()).map_err(io_error(&entry.path()))?;
-        match text.trim().parse() {
-            Ok(offset) => {
-                cursors.insert(name, offset);
-            }
-            Err(_) => tracing::warn!(cursor = %name, "ignoring unreadable cursor file"),
-        }
-    }
-    Ok(cursors)
+/// A dot file, so that it is never taken for a consumer's cursor.
+fn attempt_file(name: &str) -> String {
+    format!(".{name}.attempted")
 }
 
 /// The one thread that writes segments. It holds only a weak reference to the shared state,

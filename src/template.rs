@@ -202,4 +202,29 @@ mod tests {
         check("{{ form }}", json!({"form": {"a": 1}}), Ok(r#"{"a": 1}"#));
         check("{{ kind ", json!({}), Err("template `{{ kind `"));
     }
+
+    #[test]
+    fn a_document_is_read_only_as_far_as_the_template_reads_it() {
+        // The bulk after the fields a destination names is never parsed: here it is not even
+        // JSON, and rendering the early fields still works.
+        let text: Arc<str> =
+            r#"{ "kind" : "form", "received_at": "2024-05-02T06:14:09Z", "form": {"data": oops"#
+                .into();
+        let template = Template::compile("{{ kind }}/{{ received_at | date }}").unwrap();
+        assert_eq!(template.render_json(&text).unwrap(), "form/2024-05-02");
+        let reading_on = Template::compile("{{ form.data }}").unwrap();
+        assert!(reading_on.render_json(&text).is_err());
+    }
+
+    #[test]
+    fn members_are_found_in_any_order_and_arrays_by_index() {
+        let envelope = json!({
+            "a": [10, {"b": [1, 2, 3]}, "x"],
+            "c": {"d": null, "e": "f"},
+        });
+        check("{{ c.e }} {{ a[1].b[2] }} {{ a[0] }}", envelope.clone(), Ok("f 3 10"));
+        check("{{ a[2] }} {{ a | length }} {{ c | length }}", envelope.clone(), Ok("x 3 2"));
+        check("{% for k in c %}{{ k }}{% endfor %}", envelope.clone(), Ok("de"));
+        check("{{ a[3] }}", envelope, Err("undefined"));
+    }
 }

@@ -1,34 +1,32 @@
-//! A JSON document as a template context, parsed only as deep as a template reads it.
+//! A JSON document as a template context, read only as far as a template reads it.
 //!
 //! Destinations are rendered for every delivery, and most read two or three top-level fields
-//! of an envelope whose bulk is `form.data`. Parsing the whole envelope, and copying it into
-//! minijinja's values, for each render cost more than the write it served; this parses one
-//! level at a time, on first access, and shares the document's text instead of copying it.
+//! of an envelope whose bulk is `form.data`, written after those fields. Parsing the whole
+//! envelope for each render cost more than the write it served. Here an object or array is
+//! scanned one member at a time, on demand, up to the member asked for; members are shared
+//! slices of the document's text, parsed in turn only when read.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// One JSON object or array inside a shared document: `text[start..end]`.
 #[derive(Debug)]
 pub struct LazyJson {
     text: Arc<str>,
-    start: usize,
-    end: usize,
-    parsed: OnceLock<Parsed>,
+    repr: ObjectRepr,
+    scan: Mutex<Scan>,
 }
 
+/// How far an object or array has been read.
 #[derive(Debug)]
-enum Parsed {
-    /// Fields by name, and the names in document order for iteration.
-    Object(BTreeMap<String, Value>, Vec<Value>),
-    Array(Vec<Value>),
-    /// Not valid JSON after all; reads as undefined.
-    Invalid,
+struct Scan {
+    /// Members read so far, in document order (`None` as the name of array items).
+    members: Vec<(Option<String>, Value)>,
+    /// Where the next member starts (just after `{`, `[` or a `,`), or `None` once the closing
+    /// bracket is read or the text turned out not to be valid JSON (the rest reads as absent).
+    next: Option<usize>,
 }
 
 impl LazyJson {
@@ -39,44 +37,106 @@ impl LazyJson {
     }
 
     fn value(text: Arc<str>, start: usize, end: usize) -> Value {
-        let trimmed = text[start..end].trim_start();
-        match trimmed.as_bytes().first() {
-            Some(b'{' | b'[') => Value::from_object(LazyJson {
-                text,
-                start,
-                end,
-                parsed: OnceLock::new(),
-            }),
-            _ => scalar(trimmed),
-        }
-    }
-
-    fn parsed(&self) -> &Parsed {
-        self.parsed.get_or_init(|| self.parse())
-    }
-
-    fn parse(&self) -> Parsed {
-        let slice = &self.text[self.start..self.end];
-        let child = |raw: &RawValue| {
-            let offset = raw.get().as_ptr() as usize - self.text.as_ptr() as usize;
-            LazyJson::value(Arc::clone(&self.text), offset, offset + raw.get().len())
+        let leading = text[start..end].len() - text[start..end].trim_start().len();
+        let opening = start + leading;
+        let repr = match text.as_bytes().get(opening) {
+            Some(b'{') => ObjectRepr::Map,
+            Some(b'[') => ObjectRepr::Seq,
+            _ => return scalar(&text[opening..end]),
         };
-        if let Ok(Members(members)) = serde_json::from_str::<Members<'_>>(slice) {
-            let names = members
-                .iter()
-                .map(|(name, _)| Value::from(name.as_str()))
-                .collect();
-            let fields = members
-                .into_iter()
-                .map(|(name, raw)| (name, child(raw)))
-                .collect();
-            return Parsed::Object(fields, names);
-        }
-        match serde_json::from_str::<Vec<&RawValue>>(slice) {
-            Ok(items) => Parsed::Array(items.into_iter().map(child).collect()),
-            Err(_) => Parsed::Invalid,
-        }
+        Value::from_object(LazyJson {
+            text,
+            repr,
+            scan: Mutex::new(Scan {
+                members: Vec::new(),
+                next: Some(opening + 1),
+            }),
+        })
     }
+
+    /// Reads members until `stop` says the last one read is the one wanted, or to the end.
+    /// Returns the index of that member.
+    fn scan_until(
+        &self,
+        scan: &mut Scan,
+        stop: impl Fn(usize, Option<&str>) -> bool,
+    ) -> Option<usize> {
+        while let Some(position) = scan.next {
+            match self.read_member(position) {
+                Some((name, value, next)) => {
+                    scan.members.push((name, value));
+                    scan.next = next;
+                    let index = scan.members.len() - 1;
+                    if stop(index, scan.members[index].0.as_deref()) {
+                        return Some(index);
+                    }
+                }
+                None => scan.next = None,
+            }
+        }
+        None
+    }
+
+    /// Reads the member at `position`: its name (objects), its value, and where the next one
+    /// starts (`None` after the last). `None` at the closing bracket or on invalid JSON.
+    fn read_member(&self, position: usize) -> Option<(Option<String>, Value, Option<usize>)> {
+        let text = &*self.text;
+        let mut at = skip_whitespace(text, position);
+        let closing = if self.repr == ObjectRepr::Map {
+            b'}'
+        } else {
+            b']'
+        };
+        if text.as_bytes().get(at) == Some(&closing) {
+            return None;
+        }
+        let name = if self.repr == ObjectRepr::Map {
+            let (raw, after) = raw_value_at(text, at)?;
+            let name: String = serde_json::from_str(raw.get()).ok()?;
+            at = skip_whitespace(text, after);
+            if text.as_bytes().get(at) != Some(&b':') {
+                return None;
+            }
+            Some(name)
+        } else {
+            None
+        };
+        if name.is_some() {
+            at += 1;
+        }
+        let (raw, after) = raw_value_at(text, skip_whitespace(text, at))?;
+        let value_start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        let value = LazyJson::value(Arc::clone(&self.text), value_start, after);
+        let separator = skip_whitespace(text, after);
+        let next = match text.as_bytes().get(separator) {
+            Some(b',') => Some(separator + 1),
+            Some(&byte) if byte == closing => None,
+            _ => return None,
+        };
+        Some((name, value, next))
+    }
+
+    fn scan(&self) -> std::sync::MutexGuard<'_, Scan> {
+        // A panic while scanning leaves a consistent prefix; reading on is still correct.
+        self.scan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The one JSON value starting at `at`, and the byte just after it.
+fn raw_value_at(text: &str, at: usize) -> Option<(&RawValue, usize)> {
+    let mut values = serde_json::Deserializer::from_str(text.get(at..)?).into_iter::<&RawValue>();
+    let raw = values.next()?.ok()?;
+    Some((raw, at + values.byte_offset()))
+}
+
+fn skip_whitespace(text: &str, at: usize) -> usize {
+    let rest = text.as_bytes().get(at..).unwrap_or_default();
+    at + rest
+        .iter()
+        .take_while(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+        .count()
 }
 
 fn scalar(text: &str) -> Value {
@@ -88,52 +148,43 @@ fn scalar(text: &str) -> Value {
 
 impl Object for LazyJson {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
-        match self.parsed() {
-            Parsed::Array(_) => ObjectRepr::Seq,
-            Parsed::Object(..) | Parsed::Invalid => ObjectRepr::Map,
-        }
+        self.repr
     }
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match self.parsed() {
-            Parsed::Object(fields, _) => key.as_str().and_then(|key| fields.get(key)).cloned(),
-            Parsed::Array(items) => key.as_usize().and_then(|index| items.get(index)).cloned(),
-            Parsed::Invalid => None,
-        }
+        let mut scan = self.scan();
+        let found = match self.repr {
+            ObjectRepr::Seq => {
+                let wanted = key.as_usize()?;
+                if wanted < scan.members.len() {
+                    Some(wanted)
+                } else {
+                    self.scan_until(&mut scan, |index, _| index == wanted)
+                }
+            }
+            _ => {
+                let wanted = key.as_str()?;
+                let known = scan
+                    .members
+                    .iter()
+                    .position(|(name, _)| name.as_deref() == Some(wanted));
+                known.or_else(|| self.scan_until(&mut scan, |_, name| name == Some(wanted)))
+            }
+        };
+        found.map(|index| scan.members[index].1.clone())
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        match self.parsed() {
-            Parsed::Object(_, names) => Enumerator::Values(names.clone()),
-            Parsed::Array(items) => Enumerator::Seq(items.len()),
-            Parsed::Invalid => Enumerator::Empty,
+        let mut scan = self.scan();
+        self.scan_until(&mut scan, |_, _| false);
+        match self.repr {
+            ObjectRepr::Seq => Enumerator::Seq(scan.members.len()),
+            _ => Enumerator::Values(
+                scan.members
+                    .iter()
+                    .filter_map(|(name, _)| name.as_deref().map(Value::from))
+                    .collect(),
+            ),
         }
-    }
-}
-
-/// A JSON object's members in order, each value left as borrowed, unparsed text.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MembersVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-        impl<'de: 'a, 'a> Visitor<'de> for MembersVisitor<'a> {
-            type Value = Members<'a>;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(member);
-                }
-                Ok(Members(members))
-            }
-        }
-
-        deserializer.deserialize_map(MembersVisitor(std::marker::PhantomData))
     }
 }
