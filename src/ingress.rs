@@ -54,7 +54,8 @@ pub fn router(state: IngressState) -> Router {
                 .put(handler::ingest)
                 .delete(handler::ingest),
         )
-        .with_state(state)
+        // One shared state: axum clones it for every request.
+        .with_state(Arc::new(state))
         // The handler enforces the configured limit itself, to answer in ccrelay's own format.
         .layer(DefaultBodyLimit::disable())
         // Failures are logged once, with their cause, by `IngressError::into_response`.

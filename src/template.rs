@@ -222,9 +222,21 @@ mod tests {
             "a": [10, {"b": [1, 2, 3]}, "x"],
             "c": {"d": null, "e": "f"},
         });
-        check("{{ c.e }} {{ a[1].b[2] }} {{ a[0] }}", envelope.clone(), Ok("f 3 10"));
-        check("{{ a[2] }} {{ a | length }} {{ c | length }}", envelope.clone(), Ok("x 3 2"));
-        check("{% for k in c %}{{ k }}{% endfor %}", envelope.clone(), Ok("de"));
+        check(
+            "{{ c.e }} {{ a[1].b[2] }} {{ a[0] }}",
+            envelope.clone(),
+            Ok("f 3 10"),
+        );
+        check(
+            "{{ a[2] }} {{ a | length }} {{ c | length }}",
+            envelope.clone(),
+            Ok("x 3 2"),
+        );
+        check(
+            "{% for k in c %}{{ k }}{% endfor %}",
+            envelope.clone(),
+            Ok("de"),
+        );
         check("{{ a[3] }}", envelope, Err("undefined"));
     }
 }

@@ -30,6 +30,7 @@ use std::borrow::Cow;
 use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use super::{DecodeError, Result, line_column};
@@ -233,8 +234,9 @@ pub(crate) fn to_json(
 struct Frame<'i> {
     local_name: String,
     namespace: Option<usize>,
-    /// Attributes, `@xmlns` and children so far; `None` while the element is a plain string.
-    object: Option<Map<String, Value>>,
+    /// Attributes, `@xmlns` and children so far, in document order; made into an object
+    /// only when the element closes, when their number is known (`into_value`).
+    fields: Vec<(String, Value)>,
     /// Text since the last child element boundary.
     chunk: Cow<'i, str>,
     /// Mixed content: the non-blank runs of text before earlier children, trimmed and joined.
@@ -260,11 +262,10 @@ impl<'i> Frame<'i> {
             }
             None => None,
         };
-        let mut object = is_root.then(|| {
-            let mut object = Map::new();
-            object.insert("#type".to_owned(), Value::String(local_name.clone()));
-            object
-        });
+        let mut fields = Vec::new();
+        if is_root {
+            fields.push(("#type".to_owned(), Value::String(local_name.clone())));
+        }
         for attribute in start.attributes() {
             let attribute = attribute.map_err(|source| DecodeError::MalformedXml {
                 line: 0,
@@ -286,20 +287,16 @@ impl<'i> Frame<'i> {
             let mut key = String::with_capacity(name.len() + 1);
             key.push('@');
             key.push_str(name);
-            object
-                .get_or_insert_with(Map::new)
-                .insert(key, Value::String(value.into_owned()));
+            fields.push((key, Value::String(value.into_owned())));
         }
         if namespace.is_some() && namespace != parent_namespace {
             let uri = namespace.map(|index| namespaces[index].clone());
-            object
-                .get_or_insert_with(Map::new)
-                .insert("@xmlns".to_owned(), Value::from(uri));
+            fields.push(("@xmlns".to_owned(), Value::from(uri)));
         }
         Ok(Frame {
             local_name,
             namespace,
-            object,
+            fields,
             chunk: Cow::Borrowed(""),
             mixed: String::new(),
             has_children: false,
@@ -340,18 +337,7 @@ impl<'i> Frame<'i> {
     }
 
     fn add_child(&mut self, name: String, value: Value) {
-        let object = self.object.get_or_insert_with(Map::new);
-        match object.get_mut(&name) {
-            // Converted elements are never arrays, so an array here holds repeated siblings.
-            Some(Value::Array(repeats)) => repeats.push(value),
-            Some(single) => {
-                let first = single.take();
-                *single = Value::Array(vec![first, value]);
-            }
-            None => {
-                object.insert(name, value);
-            }
-        }
+        self.fields.push((name, value));
     }
 
     fn into_value(mut self) -> Value {
@@ -363,15 +349,35 @@ impl<'i> Frame<'i> {
         } else {
             self.chunk.into_owned()
         };
-        match self.object {
-            None => Value::String(text),
-            Some(mut object) => {
-                if !text.is_empty() {
-                    object.insert("#text".to_owned(), Value::String(text));
+        if self.fields.is_empty() {
+            return Value::String(text);
+        }
+        let mut object = Map::with_capacity(self.fields.len() + 1);
+        for (name, value) in self.fields {
+            match object.entry(name) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(value);
                 }
-                Value::Object(object)
+                // Of two attributes with the same local name, the last wins (in the first's
+                // place); element names never start with `@`.
+                Entry::Occupied(mut occupied) if occupied.key().starts_with('@') => {
+                    occupied.insert(value);
+                }
+                // Converted elements are never arrays, so an array here holds repeated
+                // siblings.
+                Entry::Occupied(mut occupied) => match occupied.get_mut() {
+                    Value::Array(repeats) => repeats.push(value),
+                    single => {
+                        let first = single.take();
+                        *single = Value::Array(vec![first, value]);
+                    }
+                },
             }
         }
+        if !text.is_empty() {
+            object.insert("#text".to_owned(), Value::String(text));
+        }
+        Value::Object(object)
     }
 }
 

@@ -3,6 +3,7 @@
 //! The handler never talks to a sink: it answers as soon as the spool has the payload, since
 //! HQ times out after 300 s and re-sends whatever it did not see answered.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -29,7 +30,7 @@ const SERVER_MODIFIED_ON: &str = "server-modified-on";
 pub(super) const TRACEPARENT: &str = "traceparent";
 
 pub async fn ingest(
-    State(state): State<IngressState>,
+    State(state): State<Arc<IngressState>>,
     Path(source_name): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,
