@@ -3,11 +3,12 @@
 //! encode the spool record. `scripts/bench-ingest.sh` measures the whole server; this says
 //! which stage to look at when it is slow.
 
+mod common;
+
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::Map;
 
 use ccrelay::decode::{self, Arrival, Input};
 use ccrelay::rules::RuleSet;
@@ -20,29 +21,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const FORM_XML: &[u8] = include_bytes!("../bench/form-2k.xml");
 
 fn input() -> Input<'static> {
-    Input {
-        body: FORM_XML,
-        content_type: Some("text/xml"),
-        received_on: Some("2024-05-02T06:14:09.482113Z"),
-        ..Input::default()
-    }
+    common::form_input(FORM_XML)
 }
 
 fn arrival() -> Arrival {
-    let mut query = Map::new();
-    query.insert("app_id".into(), "c0ffee00c0ffee00c0ffee00c0ffee00".into());
-    Arrival {
-        id: "0190a000-0000-7000-8000-000000000001".into(),
-        received_at: "2024-05-02T06:14:10.120431Z".into(),
-        source: "kisumu-forms".into(),
-        source_domain: Some("demo-project".into()),
-        method: "POST".into(),
-        content_type: Some("text/xml".into()),
-        query,
-        headers: Map::new(),
-        body_bytes: FORM_XML.len() as u64,
-        traceparent: None,
-    }
+    common::arrival(FORM_XML.len())
 }
 
 fn stages(c: &mut Criterion) {

@@ -3,41 +3,25 @@
 //! should keep the second within 3x of the first; the ratio is printed before criterion's
 //! own measurements.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use ccrelay::decode::{self, Arrival, Input};
+use ccrelay::decode;
 use ccrelay::rules::RuleSet;
 
 const VISIT_XML: &[u8] = include_bytes!("../tests/fixtures/form_xml/visit.xml");
 
 /// The household visit form, decoded as ingress would.
 fn envelope() -> Value {
-    let input = Input {
-        body: VISIT_XML,
-        content_type: Some("text/xml"),
-        received_on: Some("2024-05-02T06:14:09.482113Z"),
-        ..Input::default()
-    };
-    let decoded = decode::decode(&input).expect("the fixture decodes");
-    let mut query = Map::new();
-    query.insert("app_id".into(), "c0ffee00c0ffee00c0ffee00c0ffee00".into());
-    let arrival = Arrival {
-        id: "0190a000-0000-7000-8000-000000000001".into(),
-        received_at: "2024-05-02T06:14:10.120431Z".into(),
-        source: "kisumu-forms".into(),
-        source_domain: Some("demo-project".into()),
-        method: "POST".into(),
-        content_type: Some("text/xml".into()),
-        query,
-        headers: Map::new(),
-        body_bytes: VISIT_XML.len() as u64,
-        traceparent: None,
-    };
-    decoded.into_envelope(arrival).into_value()
+    let decoded = decode::decode(&common::form_input(VISIT_XML)).expect("the fixture decodes");
+    decoded
+        .into_envelope(common::arrival(VISIT_XML.len()))
+        .into_value()
 }
 
 const SINKS: &str = "version: 1

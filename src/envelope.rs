@@ -211,41 +211,45 @@ pub struct App {
     pub id: String,
 }
 
+/// A small form envelope with every fact set, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn example() -> Envelope {
+    Envelope {
+        id: "0192".into(),
+        received_at: "2024-05-02T06:14:09.482113Z".into(),
+        source: "hq".into(),
+        domain: Some("demo".into()),
+        kind: Kind::Form,
+        format: Format::Xml,
+        method: "POST".into(),
+        content_type: Some("text/xml".into()),
+        dedupe_key: "form:f1:2024".into(),
+        query: Map::new(),
+        headers: Map::new(),
+        body_bytes: 10,
+        body_sha256: "ab".into(),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        form: Some(Form {
+            id: Some("f1".into()),
+            data: serde_json::json!({"#type": "data", "answer": "yes"}),
+            ..Form::default()
+        }),
+        cases: Vec::new(),
+        ledgers: Vec::new(),
+        case_ids: None,
+        app: None,
+        user: None,
+        location: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
     fn into_value_is_the_serialised_envelope() {
-        let mut envelope = Envelope {
-            id: "0192".into(),
-            received_at: "2024-05-02T06:14:09.482113Z".into(),
-            source: "hq".into(),
-            domain: Some("demo".into()),
-            kind: Kind::Form,
-            format: Format::Xml,
-            method: "POST".into(),
-            content_type: Some("text/xml".into()),
-            dedupe_key: "form:f1:2024".into(),
-            query: Map::new(),
-            headers: Map::new(),
-            body_bytes: 10,
-            body_sha256: "ab".into(),
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-            form: Some(Form {
-                id: Some("f1".into()),
-                data: json!({"#type": "data", "answer": "yes"}),
-                ..Form::default()
-            }),
-            cases: Vec::new(),
-            ledgers: Vec::new(),
-            case_ids: None,
-            app: None,
-            user: None,
-            location: None,
-        };
+        let mut envelope = example();
         assert_eq!(
             envelope.clone().into_value(),
             serde_json::to_value(&envelope).unwrap()

@@ -111,44 +111,12 @@ impl<'de> Visitor<'de> for FactsReader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-    use crate::envelope::{Envelope, Form, Format, Kind};
-
-    fn envelope() -> Envelope {
-        Envelope {
-            id: "0192".into(),
-            received_at: "2024-05-02T06:14:09.482113Z".into(),
-            source: "hq".into(),
-            domain: Some("demo".into()),
-            kind: Kind::Form,
-            format: Format::Xml,
-            method: "POST".into(),
-            content_type: Some("text/xml".into()),
-            dedupe_key: "form:f1:2024".into(),
-            query: serde_json::Map::new(),
-            headers: serde_json::Map::new(),
-            body_bytes: 10,
-            body_sha256: "ab".into(),
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-            form: Some(Form {
-                id: Some("f1".into()),
-                data: json!({"#type": "data", "answer": "yes"}),
-                ..Form::default()
-            }),
-            cases: Vec::new(),
-            ledgers: Vec::new(),
-            case_ids: None,
-            app: None,
-            user: None,
-            location: None,
-        }
-    }
+    use crate::envelope::example;
 
     #[test]
     fn facts_are_read_from_a_spooled_envelope() {
-        let text = serde_json::to_string(&envelope().into_value()).unwrap();
+        let text = serde_json::to_string(&example().into_value()).unwrap();
         assert_eq!(
             EnvelopeFacts::read(&text),
             EnvelopeFacts {
@@ -166,7 +134,7 @@ mod tests {
 
     #[test]
     fn every_fact_is_written_before_the_payload_fields() {
-        let value = envelope().into_value();
+        let value = example().into_value();
         let keys: Vec<&str> = value
             .as_object()
             .unwrap()
