@@ -186,14 +186,16 @@ async fn a_broker_outage_in_the_middle_of_a_load_loses_nothing() {
     );
     let (relay, _rules, _dir) = Relay::start_with_rules(&text, OPEN).await;
     let mut accepted = post_forms(&relay, 0, 1000, 16).await;
-    let outage = async {
-        let stop = tokio::task::spawn_blocking(|| run("rabbitmqctl", &["-q", "stop_app"]));
-        stop.await.unwrap();
+    // Stopped before the next forms are posted, not while: on a busy machine the posts could
+    // otherwise all be delivered before the broker went down, and the test would test no outage.
+    let stop = tokio::task::spawn_blocking(|| run("rabbitmqctl", &["-q", "stop_app"]));
+    stop.await.unwrap();
+    let restart = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let start = tokio::task::spawn_blocking(|| run("rabbitmqctl", &["-q", "start_app"]));
         start.await.unwrap();
     };
-    let (during, ()) = tokio::join!(post_forms(&relay, 1000, 2000, 16), outage);
+    let (during, ()) = tokio::join!(post_forms(&relay, 1000, 2000, 16), restart);
     accepted.extend(during);
 
     let mut arrived: Vec<String> = Vec::new();
