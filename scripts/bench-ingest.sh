@@ -62,7 +62,12 @@ for round in $(seq "$rounds"); do
   read -r relay_rps relay_p99 < <(load 18081)
   # Rotated files (`*.jsonl.1`, ...) count too: at 256 MiB a file is renamed aside.
   written=$(cat "$data"/out/form/*.jsonl* 2>/dev/null | wc -l || true)
-  appended=$(curl -s http://127.0.0.1:19091/metrics | awk '/^ccrelay_spool_appended_records_total/ {print $2}')
+  metrics=$(curl -s http://127.0.0.1:19091/metrics)
+  appended=$(awk '/^ccrelay_spool_appended_records_total/ {print $2}' <<<"$metrics")
+  # Every form carries its own id: a duplicate answer (200) would be a cheaper request than
+  # the benchmark means to measure.
+  duplicates=$(awk '/^ccrelay_ingress_duplicates_total/ {sum += $2} END {print sum + 0}' <<<"$metrics")
+  if [ "$duplicates" != 0 ]; then echo "warning: $duplicates answers were duplicates" >&2; fi
   stop
   rm -rf "$data"
   echo "round $round: bare $bare_rps req/s, ccrelay $relay_rps req/s (p99 $relay_p99 ms), file sink had written $written of ${appended:-0} accepted when the load stopped" >&2

@@ -2,7 +2,9 @@
 # Sink benchmark: how many envelopes per second each network sink delivers (confirmed by the far
 # side: broker acks, Kafka delivery reports, 2xx answers), on the real brokers of
 # scripts/brokers.sh and a local HTTP receiver (examples/bare_server.rs). Two measurements per
-# sink, each with a release build of ccrelay and the 2 KB form of bench/:
+# sink, each with a release build of ccrelay and the 2 KB form of bench/ (or, with `case` as the
+# third argument, the case forward of bench/case.json, ~0.8 KB of JSON: what a case-keyed topic
+# typically carries):
 #
 #   sustained  wrk posts forms (32 connections) while the sink delivers them: the rate at which
 #              envelopes reached the far side during the load, and how far delivery trailed.
@@ -15,10 +17,18 @@
 # The machine is shared and noisy: run it when nothing else builds, and compare runs.
 #
 # Usage: scripts/bench-sinks.sh [seconds of load, default 20] [sinks, default "kafka amqp http"]
+#                               [payload: form (default) or case]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
 sinks=${2:-"kafka amqp http"}
+payload=${3:-form}
+case $payload in
+  form) payload_label="2 KB form XML" ;;
+  case) payload_label="case JSON (bench/case.json)"
+        export BENCH_FORM=bench/case.json BENCH_CONTENT_TYPE=application/json ;;
+  *) echo "payload must be form or case, not $payload" >&2; exit 64 ;;
+esac
 
 source scripts/bench-common.sh
 ensure_wrk
@@ -120,7 +130,7 @@ wait_drained() {
   echo $(($(date +%s) - start))
 }
 
-echo "2 KB form XML, wrk 32 connections, ${seconds} s per load, release build; targets: kafka >= 20000/s, amqp >= 5000/s, http >= 5000/s"
+echo "$payload_label, wrk 32 connections, ${seconds} s per load, release build; targets: kafka >= 20000/s, amqp >= 5000/s, http >= 5000/s"
 for kind in $sinks; do
   run=bench-$kind-$(date +%s)
   prepare_far_side "$kind" "$run"
