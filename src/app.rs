@@ -83,19 +83,25 @@ pub async fn run(
     })
     .with_context(|| format!("cannot open the spool in {}", config.data_dir.display()))?;
     let recovered = {
-        let (spool, window, metrics) = (
+        let (spool, dedupe, metrics) = (
             spool.clone(),
-            config.ingress.dedupe_window,
+            DedupeIndex::new(
+                config.ingress.dedupe_window,
+                config.ingress.dedupe_max_keys.get(),
+            ),
             Arc::clone(&metrics),
         );
         tokio::task::spawn_blocking(move || {
-            recover::recover(&spool, window, &metrics, jiff::Timestamp::now())
+            recover::recover(&spool, dedupe, &metrics, jiff::Timestamp::now())
         })
         .await
         .context("reading the spool back at start panicked")?
         .context("cannot read the spool back at start")?
     };
     let (dedupe, backlogs) = (recovered.dedupe, recovered.backlogs);
+    metrics
+        .dedupe_keys
+        .set(dedupe.prune(jiff::Timestamp::now()) as i64);
     let dedupe = Arc::new(dedupe);
     let (live_rules, swapped) = LiveRules::load(
         config.rules_path.as_deref(),
@@ -124,6 +130,7 @@ pub async fn run(
     dispatchers.spawn(compact_periodically(
         spool.clone(),
         Arc::clone(&dedupe),
+        Arc::clone(&metrics),
         stop_dispatch.clone(),
     ));
     dispatchers.spawn(live_rules::watch(
@@ -281,13 +288,19 @@ fn forget_orphan_cursors(spool: &Spool, rules: &RuleSet) {
 }
 
 /// Enforces spool retention and the quota, and forgets dedupe keys past their window.
-async fn compact_periodically(spool: Spool, dedupe: Arc<DedupeIndex>, stop: CancellationToken) {
+async fn compact_periodically(
+    spool: Spool,
+    dedupe: Arc<DedupeIndex>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(COMPACTION_INTERVAL) => {}
             () = stop.cancelled() => return,
         }
-        dedupe.prune(jiff::Timestamp::now());
+        let keys = dedupe.prune(jiff::Timestamp::now());
+        metrics.dedupe_keys.set(keys as i64);
         let compacting = spool.clone();
         match tokio::task::spawn_blocking(move || compacting.compact()).await {
             Ok(Ok(_)) => {}

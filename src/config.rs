@@ -70,6 +70,8 @@ pub struct IngressSettings {
     pub shutdown_grace: Duration,
     /// A payload whose dedupe key was accepted this recently is answered as a duplicate.
     pub dedupe_window: Duration,
+    /// The most dedupe keys kept in memory; past it, the oldest are forgotten first.
+    pub dedupe_max_keys: NonZeroUsize,
 }
 
 impl Default for IngressSettings {
@@ -81,6 +83,7 @@ impl Default for IngressSettings {
             max_depth: NonZeroUsize::new(64).expect("non-zero"),
             shutdown_grace: Duration::from_secs(30),
             dedupe_window: Duration::from_secs(7 * 24 * 3600),
+            dedupe_max_keys: NonZeroUsize::new(1_000_000).expect("non-zero"),
         }
     }
 }

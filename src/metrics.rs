@@ -22,6 +22,8 @@ pub struct Metrics {
     pub spool_append_duration: Histogram,
     pub spool_appended_records: IntCounter,
     pub spool_disk_bytes: IntGauge,
+    pub dedupe_keys: IntGauge,
+    pub dedupe_forgotten: IntCounter,
     pub sink_deliveries: IntCounterVec,
     pub sink_delivery_duration: HistogramVec,
     pub sink_dead_letters: IntCounterVec,
@@ -90,6 +92,18 @@ impl Metrics {
         )
         .expect("metric definitions are valid");
         register(Box::new(spool_disk_bytes.clone()));
+        let dedupe_keys = IntGauge::new(
+            "ccrelay_dedupe_keys",
+            "Dedupe keys held in memory (within the window, at most ingress.dedupe_max_keys)",
+        )
+        .expect("metric definitions are valid");
+        register(Box::new(dedupe_keys.clone()));
+        let dedupe_forgotten = IntCounter::new(
+            "ccrelay_dedupe_forgotten_total",
+            "Dedupe keys forgotten before their window ended, to stay within dedupe_max_keys",
+        )
+        .expect("metric definitions are valid");
+        register(Box::new(dedupe_forgotten.clone()));
 
         Metrics {
             ingress_requests: counter_vec(
@@ -131,6 +145,8 @@ impl Metrics {
             spool_append_duration,
             spool_appended_records,
             spool_disk_bytes,
+            dedupe_keys,
+            dedupe_forgotten,
             sink_deliveries: counter_vec(
                 "ccrelay_sink_deliveries_total",
                 "Envelope delivery attempts by sink and outcome: delivered (confirmed), retried \

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::backlog::Backlogs;
 use crate::dedupe::DedupeIndex;
@@ -25,17 +24,16 @@ struct Marks {
     redelivered: u64,
 }
 
-/// Reads the whole spool once. Blocking IO.
+/// Reads the whole spool once, filling `dedupe` with the keys still in its window. Blocking IO.
 ///
 /// # Errors
 /// When the spool cannot be read.
 pub fn recover(
     spool: &Spool,
-    dedupe_window: Duration,
+    dedupe: DedupeIndex,
     metrics: &Arc<Metrics>,
     now: jiff::Timestamp,
 ) -> Result<Recovered, SpoolError> {
-    let dedupe = DedupeIndex::new(dedupe_window);
     let mut marks: HashMap<String, Marks> = spool
         .consumer_names()
         .into_iter()

@@ -280,6 +280,11 @@ fn read_ingress(node: &Node, errors: &mut Errors) -> Option<IngressSettings> {
         .map_or(Some(defaults.dedupe_window), |node| {
             positive_u64(node, errors).map(|hours| Duration::from_secs(hours.get() * 3600))
         });
+    let dedupe_max_keys = map
+        .optional("dedupe_max_keys")
+        .map_or(Some(defaults.dedupe_max_keys), |node| {
+            positive_usize(node, errors)
+        });
     map.finish(errors);
     Some(IngressSettings {
         max_body_bytes: max_body_bytes?,
@@ -288,6 +293,7 @@ fn read_ingress(node: &Node, errors: &mut Errors) -> Option<IngressSettings> {
         max_depth: max_depth?,
         shutdown_grace: shutdown_grace?,
         dedupe_window: dedupe_window?,
+        dedupe_max_keys: dedupe_max_keys?,
     })
 }
 

@@ -228,7 +228,14 @@ async fn accept(
     drop(rules);
     state.backlogs.routed(&record.routes);
     if let Some(key) = &dedupe_key {
-        state.dedupe.insert(request.source_name, key, uuid, now);
+        let forgotten = state.dedupe.insert(request.source_name, key, uuid, now);
+        if forgotten > 0 {
+            state.metrics.dedupe_forgotten.inc_by(forgotten as u64);
+            tracing::warn!(
+                forgotten,
+                "dedupe index full: the oldest keys were forgotten early; raise ingress.dedupe_max_keys to keep them for the whole window"
+            );
+        }
     }
     state
         .metrics
