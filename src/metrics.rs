@@ -71,39 +71,22 @@ impl Metrics {
             register(Box::new(metric.clone()));
             metric
         };
-        let spool_append_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "ccrelay_spool_append_duration_seconds",
-                "Time from handing a record to the spool until it was synced to disk",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("metric definitions are valid");
-        register(Box::new(spool_append_duration.clone()));
-        let spool_appended_records = IntCounter::new(
-            "ccrelay_spool_appended_records_total",
-            "Records appended to the spool and synced",
-        )
-        .expect("metric definitions are valid");
-        register(Box::new(spool_appended_records.clone()));
-        let spool_disk_bytes = IntGauge::new(
-            "ccrelay_spool_disk_bytes",
-            "Bytes the spool's segments take on disk",
-        )
-        .expect("metric definitions are valid");
-        register(Box::new(spool_disk_bytes.clone()));
-        let dedupe_keys = IntGauge::new(
-            "ccrelay_dedupe_keys",
-            "Dedupe keys held in memory (within the window, at most ingress.dedupe_max_keys)",
-        )
-        .expect("metric definitions are valid");
-        register(Box::new(dedupe_keys.clone()));
-        let dedupe_forgotten = IntCounter::new(
-            "ccrelay_dedupe_forgotten_total",
-            "Dedupe keys forgotten before their window ended, to stay within dedupe_max_keys",
-        )
-        .expect("metric definitions are valid");
-        register(Box::new(dedupe_forgotten.clone()));
+        let counter = |name: &str, help: &str| {
+            let metric = IntCounter::new(name, help).expect("metric definitions are valid");
+            register(Box::new(metric.clone()));
+            metric
+        };
+        let gauge = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("metric definitions are valid");
+            register(Box::new(metric.clone()));
+            metric
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let metric = Histogram::with_opts(opts).expect("metric definitions are valid");
+            register(Box::new(metric.clone()));
+            metric
+        };
 
         Metrics {
             ingress_requests: counter_vec(
@@ -142,11 +125,27 @@ impl Metrics {
                 "Payloads stored in the quarantine because they could not be decoded",
                 &["source"],
             ),
-            spool_append_duration,
-            spool_appended_records,
-            spool_disk_bytes,
-            dedupe_keys,
-            dedupe_forgotten,
+            spool_append_duration: histogram(
+                "ccrelay_spool_append_duration_seconds",
+                "Time from handing a record to the spool until it was synced to disk",
+                LATENCY_BUCKETS,
+            ),
+            spool_appended_records: counter(
+                "ccrelay_spool_appended_records_total",
+                "Records appended to the spool and synced",
+            ),
+            spool_disk_bytes: gauge(
+                "ccrelay_spool_disk_bytes",
+                "Bytes the spool's segments take on disk",
+            ),
+            dedupe_keys: gauge(
+                "ccrelay_dedupe_keys",
+                "Dedupe keys held in memory (within the window, at most ingress.dedupe_max_keys)",
+            ),
+            dedupe_forgotten: counter(
+                "ccrelay_dedupe_forgotten_total",
+                "Dedupe keys forgotten before their window ended, to stay within dedupe_max_keys",
+            ),
             sink_deliveries: counter_vec(
                 "ccrelay_sink_deliveries_total",
                 "Envelope delivery attempts by sink and outcome: delivered (confirmed), retried \

@@ -112,12 +112,7 @@ async fn the_admin_page_shows_sources_sinks_dead_letters_and_rules_and_replays()
         rules("out/x.jsonl", &format!("\"{MARKUP}\": 1\n")),
     )
     .unwrap();
-    let refused = relay
-        .client
-        .post(relay.admin_url("/rules/reload"))
-        .send()
-        .await
-        .unwrap();
+    let refused = relay.reload_rules().await;
     assert_eq!(refused.status(), 422);
     let (_, rules_status) = relay.admin_get("/rules").await;
     let first_version = rules_status["version"].as_str().unwrap().to_string();
@@ -182,12 +177,7 @@ async fn the_admin_page_shows_sources_sinks_dead_letters_and_rules_and_replays()
 
     // Fix the sink, reload, and replay from the page; meanwhile more requests arrive.
     std::fs::write(&rules_path, rules("out/fixed.jsonl", "")).unwrap();
-    let reloaded = relay
-        .client
-        .post(relay.admin_url("/rules/reload"))
-        .send()
-        .await
-        .unwrap();
+    let reloaded = relay.reload_rules().await;
     assert_eq!(reloaded.status(), 200);
     for n in 2..5 {
         let response = relay

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::brokers::{
     AMQP_URL, OPEN, RABBITMQ, assert_all_arrived, assert_outage_was_felt, brokers_enabled,
-    dead_letters, eventually, post_forms, run, unique, wait_for_lines,
+    dead_letters, eventually, post_form, post_forms, run, unique, wait_for_lines,
 };
 use crate::harness::{Relay, form_xml};
 
@@ -112,12 +112,7 @@ async fn envelopes_and_raw_bodies_arrive_exactly_with_their_properties() {
     );
     let (relay, _rules, _dir) = Relay::start_with_rules(&text, OPEN).await;
     let body = form_xml("amqp-1");
-    let response = relay.post("/ingest/hq", "text/xml", body.clone()).await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = post_form(&relay, body.clone()).await;
 
     let spooled = wait_for_lines(&relay, "out/all.jsonl", 1).await.remove(0);
     let envelope: Value = serde_json::from_str(&spooled).unwrap();

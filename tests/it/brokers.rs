@@ -33,6 +33,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
+/// Posts `body` as a form to source `hq` and returns the id ingress accepted it under (202).
+pub async fn post_form(relay: &Relay, body: String) -> String {
+    let response = relay.post("/ingest/hq", "text/xml", body).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.expect("a JSON answer");
+    answer["id"].as_str().expect("an envelope id").to_owned()
+}
+
 /// Posts `count` forms, `concurrency` at a time, and returns the ids ingress accepted (202),
 /// in no particular order. Forms are numbered from `first`.
 pub async fn post_forms(
@@ -41,14 +49,7 @@ pub async fn post_forms(
     count: usize,
     concurrency: usize,
 ) -> Vec<String> {
-    let posts = (first..first + count).map(|n| async move {
-        let response = relay
-            .post("/ingest/hq", "text/xml", form_xml(&format!("form-{n}")))
-            .await;
-        assert_eq!(response.status(), 202, "form {n}");
-        let answer: Value = response.json().await.expect("a JSON answer");
-        answer["id"].as_str().expect("an envelope id").to_owned()
-    });
+    let posts = (first..first + count).map(|n| post_form(relay, form_xml(&format!("form-{n}"))));
     futures::stream::iter(posts)
         .buffer_unordered(concurrency)
         .collect()

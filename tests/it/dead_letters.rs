@@ -61,12 +61,7 @@ async fn a_permanent_failure_becomes_a_dead_letter_that_can_be_replayed_after_a_
     );
 
     std::fs::write(&rules_path, rules_with_path("out/fixed.jsonl")).unwrap();
-    let reloaded = relay
-        .client
-        .post(relay.admin_url("/rules/reload"))
-        .send()
-        .await
-        .unwrap();
+    let reloaded = relay.reload_rules().await;
     assert_eq!(reloaded.status(), 200);
     let replay = relay
         .client

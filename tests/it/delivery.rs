@@ -241,12 +241,7 @@ rules:
   - { name: audit, when: { kind: form }, to: [audit] }
 ";
     std::fs::write(&rules_path, with_audit).unwrap();
-    let reload = relay
-        .client
-        .post(relay.admin_url("/rules/reload"))
-        .send()
-        .await
-        .unwrap();
+    let reload = relay.reload_rules().await;
     assert_eq!(reload.status(), 200, "{}", reload.text().await.unwrap());
 
     let since = before.to_string();
@@ -344,12 +339,7 @@ rules:
 
     // The operator fixes the path, then replays what failed.
     std::fs::write(&rules_path, broken.replace("form.missing", "kind")).unwrap();
-    let reload = relay
-        .client
-        .post(relay.admin_url("/rules/reload"))
-        .send()
-        .await
-        .unwrap();
+    let reload = relay.reload_rules().await;
     assert_eq!(reload.status(), 200);
     let (code, replayed, _) = ccrelay(&relay, &["dlq", "replay", "--sink", "archive"]).await;
     assert_eq!(code, 0);

@@ -116,6 +116,15 @@ impl Relay {
         (relay, rules_path, dir)
     }
 
+    /// `POST /rules/reload` on the admin listener: the rules file is read again at once.
+    pub async fn reload_rules(&self) -> reqwest::Response {
+        self.client
+            .post(self.admin_url("/rules/reload"))
+            .send()
+            .await
+            .expect("admin answers")
+    }
+
     /// `GET` on the admin listener: the status and the JSON answer.
     pub async fn admin_get(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self

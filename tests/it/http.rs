@@ -15,11 +15,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::brokers::{
-    OPEN, assert_all_arrived, assert_outage_was_felt, dead_letters, eventually, post_forms,
-    wait_for_lines,
+    OPEN, assert_all_arrived, assert_outage_was_felt, dead_letters, eventually, post_form,
+    post_forms, wait_for_lines,
 };
 use crate::harness::{Relay, form_xml};
 
@@ -160,12 +160,7 @@ async fn envelopes_and_raw_bodies_arrive_exactly_signed_and_authenticated() {
     );
     let (relay, _rules, _dir) = Relay::start_with_rules(&text, OPEN).await;
     let body = form_xml("http-1");
-    let response = relay.post("/ingest/hq", "text/xml", body.clone()).await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = post_form(&relay, body.clone()).await;
     let spooled = wait_for_lines(&relay, "out/all.jsonl", 1).await.remove(0);
     let requests = eventually("two requests", Duration::from_secs(20), || async {
         let accepted = receiver.accepted();

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::brokers::{
     KAFKA, KAFKA_BROKERS, OPEN, assert_all_arrived, assert_outage_was_felt, brokers_enabled,
-    brokers_script, dead_letters, post_forms, unique, wait_for_lines,
+    brokers_script, dead_letters, post_form, post_forms, unique, wait_for_lines,
 };
 use crate::harness::{Relay, form_xml};
 
@@ -153,14 +153,7 @@ async fn envelopes_arrive_exactly_with_their_key_and_headers() {
         "  - { name: all, to: [topic, archive] }\n",
     );
     let (relay, _rules, _dir) = Relay::start_with_rules(&text, OPEN).await;
-    let response = relay
-        .post("/ingest/hq", "text/xml", form_xml("kafka-1"))
-        .await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = post_form(&relay, form_xml("kafka-1")).await;
     let spooled = wait_for_lines(&relay, "out/all.jsonl", 1).await.remove(0);
     let envelope: Value = serde_json::from_str(&spooled).unwrap();
 

@@ -27,12 +27,7 @@ async fn status(relay: &Relay) -> Value {
 }
 
 async fn reload(relay: &Relay) -> (u16, Value) {
-    let response = relay
-        .client
-        .post(relay.admin_url("/rules/reload"))
-        .send()
-        .await
-        .unwrap();
+    let response = relay.reload_rules().await;
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
