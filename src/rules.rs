@@ -215,11 +215,6 @@ impl RuleSet {
         Ok(self)
     }
 
-    /// The subscriptions merged in by [`RuleSet::with_subscriptions`].
-    pub fn subscriptions(&self) -> &[Subscription] {
-        &self.subscriptions
-    }
-
     /// The embedded default (config/default-rules.yaml): every envelope to one file sink,
     /// `archive`, at `out/{{ kind }}/{{ received_at | date }}.jsonl` under the data dir.
     ///

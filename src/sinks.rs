@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use crate::rules::Payload;
 use crate::spool::Route;
-use crate::template::Template;
+use crate::template::{JsonContext, Template};
 pub use amqp::{AmqpSink, AmqpSinkConfig, ExchangeDeclaration};
 pub use facts::EnvelopeFacts;
 pub use file::{FileSink, FileSinkConfig};
@@ -187,13 +187,13 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A permanent failure naming the header whose template cannot render.
 pub(crate) fn render_headers(
     headers: &[(String, Template)],
-    delivery: &Delivery,
+    envelope: &JsonContext,
 ) -> Result<Vec<(String, String)>, SinkError> {
     headers
         .iter()
         .map(|(name, template)| {
             template
-                .render_json(&delivery.envelope)
+                .render_in(envelope)
                 .map(|value| (name.clone(), value))
                 .map_err(|err| SinkError::permanent(format!("header `{name}`: {err}")))
         })
@@ -207,9 +207,9 @@ pub(crate) fn render_headers(
 pub(crate) fn render(
     field: &str,
     template: &Template,
-    delivery: &Delivery,
+    envelope: &JsonContext,
 ) -> Result<String, SinkError> {
     template
-        .render_json(&delivery.envelope)
+        .render_in(envelope)
         .map_err(|err| SinkError::permanent(format!("{field}: {err}")))
 }

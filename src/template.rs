@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
 
-pub use context::LazyJson;
+use context::LazyJson;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -43,6 +43,15 @@ impl std::fmt::Debug for Template {
 }
 
 const NAME: &str = "t";
+
+/// A JSON document (an envelope) as the context of one or more renders, read lazily.
+pub struct JsonContext(minijinja::Value);
+
+impl JsonContext {
+    pub fn new(document: &Arc<str>) -> JsonContext {
+        JsonContext(LazyJson::document(Arc::clone(document)))
+    }
+}
 
 impl Template {
     /// Compiles `source`.
@@ -83,10 +92,24 @@ impl Template {
     /// # Errors
     /// As `render`.
     pub fn render_json(&self, document: &Arc<str>) -> Result<String, TemplateError> {
+        self.render_in(&JsonContext::new(document))
+    }
+
+    /// Renders against a context several templates share: what one template read of the
+    /// document, the next does not read again.
+    ///
+    /// # Errors
+    /// As `render`.
+    pub fn render_in(&self, context: &JsonContext) -> Result<String, TemplateError> {
         if self.is_literal {
             return Ok(self.source.to_string());
         }
-        self.render_value(LazyJson::document(Arc::clone(document)))
+        self.render_value(context.0.clone())
+    }
+
+    /// Whether the source has no `{{`/`{%` and renders to itself.
+    pub fn is_literal(&self) -> bool {
+        self.is_literal
     }
 
     fn render_value(&self, context: minijinja::Value) -> Result<String, TemplateError> {

@@ -25,6 +25,7 @@ use super::registry::{Fields, Registration, Registry, RegistryError};
 use super::resource::{self, Forwarder, ListMeta, ListPage, RepeaterType};
 use crate::config::ApiKeyGrant;
 use crate::error::ErrorKind;
+use crate::ingress::error::{code_of, status_of};
 
 /// Largest request body: a forwarder is a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -68,7 +69,16 @@ pub enum ApiError {
     #[error("no such forwarder")]
     NotFound,
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(RegistryError),
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> ApiError {
+        match err {
+            RegistryError::NotFound { .. } => ApiError::NotFound,
+            other => ApiError::Registry(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -81,19 +91,7 @@ impl ApiError {
             ApiError::NotFound => ErrorKind::NotFound,
             ApiError::Registry(err) => err.kind(),
         };
-        match kind {
-            ErrorKind::BadRequest | ErrorKind::Unprocessable => {
-                (StatusCode::BAD_REQUEST, "bad_request")
-            }
-            ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ErrorKind::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ErrorKind::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        }
+        (status_of(kind), code_of(kind))
     }
 }
 
@@ -103,8 +101,6 @@ impl IntoResponse for ApiError {
         let detail = if status.is_server_error() {
             tracing::error!(error = %self, "data forwarding API request failed");
             "the registration could not be saved; try again later".to_owned()
-        } else if let ApiError::Registry(RegistryError::NotFound { .. }) = self {
-            "no such forwarder".to_owned()
         } else {
             self.to_string()
         };
@@ -389,10 +385,7 @@ fn fields_from(domain: &str, id: Option<&str>, object: &Map<String, Value>) -> A
             served_types().join(", ")
         ))
     })?;
-    if matches!(
-        repeater_type,
-        RepeaterType::CreateCaseRepeater | RepeaterType::UpdateCaseRepeater
-    ) {
+    if !repeater_type.is_served() {
         return Err(ApiError::BadRequest(format!(
             "type `{type_name}` is not served: HQ forwards a case's full state, so ccrelay \
              cannot tell a creation from an update; use CaseRepeater"
@@ -438,12 +431,7 @@ fn fields_from(domain: &str, id: Option<&str>, object: &Map<String, Value>) -> A
 fn served_types() -> Vec<&'static str> {
     RepeaterType::ALL
         .into_iter()
-        .filter(|repeater| {
-            !matches!(
-                repeater,
-                RepeaterType::CreateCaseRepeater | RepeaterType::UpdateCaseRepeater
-            )
-        })
+        .filter(|repeater| repeater.is_served())
         .map(RepeaterType::as_str)
         .collect()
 }

@@ -59,15 +59,19 @@ impl RepeaterType {
         }
     }
 
+    /// Whether the served API accepts this type: HQ forwards a case's full state, so ccrelay
+    /// cannot tell a creation from an update, and the two case-event types are refused.
+    pub fn is_served(self) -> bool {
+        !matches!(
+            self,
+            RepeaterType::CreateCaseRepeater | RepeaterType::UpdateCaseRepeater
+        )
+    }
+
     pub fn parse(name: &str) -> Option<RepeaterType> {
         RepeaterType::ALL
             .into_iter()
             .find(|repeater| repeater.as_str() == name)
-    }
-
-    /// Every type name, for error messages.
-    pub fn names() -> Vec<&'static str> {
-        RepeaterType::ALL.map(RepeaterType::as_str).to_vec()
     }
 
     /// The payload kind this forwarder sends.

@@ -22,7 +22,7 @@ use lapin::{
 use tokio::sync::Mutex;
 
 use super::{Delivery, SinkError, render, render_headers};
-use crate::template::Template;
+use crate::template::{JsonContext, Template};
 
 /// AMQP's persistent delivery mode: the broker writes the message to disk before confirming
 /// it (for a durable queue).
@@ -195,9 +195,10 @@ impl AmqpSink {
         channel: &Channel,
         delivery: &Delivery,
     ) -> Result<PublisherConfirm, SinkError> {
-        let exchange = render("exchange", &self.config.exchange, delivery)?;
-        let routing_key = render("routing_key", &self.config.routing_key, delivery)?;
-        let extra_headers = render_headers(&self.config.headers, delivery)?;
+        let envelope = JsonContext::new(&delivery.envelope);
+        let exchange = render("exchange", &self.config.exchange, &envelope)?;
+        let routing_key = render("routing_key", &self.config.routing_key, &envelope)?;
+        let extra_headers = render_headers(&self.config.headers, &envelope)?;
         let facts = &delivery.facts;
         let mut headers = FieldTable::default();
         for (name, value) in facts.headers() {

@@ -21,7 +21,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 
 use super::{Delivery, SinkError, render, render_headers};
-use crate::template::Template;
+use crate::template::{JsonContext, Template};
 
 /// A `Retry-After` longer than this is cut to it: a receiver cannot park a queue for a day.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -178,9 +178,10 @@ impl HttpSink {
     }
 
     async fn send(&self, client: &reqwest::Client, delivery: &Delivery) -> Result<(), SinkError> {
-        let url = render("url", &self.config.url, delivery)?;
+        let envelope = JsonContext::new(&delivery.envelope);
+        let url = render("url", &self.config.url, &envelope)?;
         let mut headers = HeaderMap::new();
-        for (name, value) in render_headers(&self.config.headers, delivery)? {
+        for (name, value) in render_headers(&self.config.headers, &envelope)? {
             headers.insert(header_name(&name)?, header_value(&name, &value)?);
         }
         let content_type = header_value("content-type", &delivery.payload.content_type)?;

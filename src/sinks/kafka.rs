@@ -21,7 +21,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::{Delivery, SinkError, render, render_headers};
-use crate::template::Template;
+use crate::template::{JsonContext, Template};
 
 /// How long a send may wait for room in librdkafka's queue before it counts as failed.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -246,12 +246,13 @@ impl KafkaSink {
     }
 
     fn message<'a>(&self, delivery: &'a Delivery) -> Result<Message<'a>, SinkError> {
-        let topic = render("topic", &self.config.topic, delivery)?;
+        let envelope = JsonContext::new(&delivery.envelope);
+        let topic = render("topic", &self.config.topic, &envelope)?;
         let key = match &self.config.key {
-            Some(template) => Some(render("key", template, delivery)?),
+            Some(template) => Some(render("key", template, &envelope)?),
             None => None,
         };
-        let extra = render_headers(&self.config.headers, delivery)?;
+        let extra = render_headers(&self.config.headers, &envelope)?;
         let facts = &delivery.facts;
         let mut headers = OwnedHeaders::new_with_capacity(6 + extra.len());
         headers = headers.insert(Header {

@@ -81,8 +81,7 @@ fn read_declaration(
     map.finish(errors);
     // One exchange is declared per connection, so its name cannot vary by envelope.
     if let Some(exchange) = exchange {
-        let literal = !exchange.source().contains("{{") && !exchange.source().contains("{%");
-        if exchange.source().is_empty() || !literal {
+        if exchange.source().is_empty() || !exchange.is_literal() {
             let at = exchange_node.unwrap_or(node);
             errors.push(at.error(
                 "a declared exchange needs a fixed, non-empty `exchange` name (not a template)",
@@ -158,7 +157,7 @@ pub(super) fn read_http(mut map: MapReader<'_>, errors: &mut Errors) -> Option<H
     let url = map.required("url", errors).and_then(|node| {
         let template = read_template(node, errors)?;
         // A fixed URL is checked now; a templated one when it renders.
-        if !template.source().contains("{{") && !template.source().contains("{%") {
+        if template.is_literal() {
             let checked = reqwest::Url::parse(template.source())
                 .map_err(|err| err.to_string())
                 .and_then(|url| match url.scheme() {
