@@ -18,8 +18,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::envelope::EnvelopeFacts;
 
 /// How many generations the window and `max_keys` are cut into: the index keeps at most one
 /// generation's worth more than it must, and `find` looks into at most about twice as many.
@@ -55,15 +56,6 @@ pub struct Seen {
     pub accepted_at: i64,
 }
 
-/// The envelope fields the start-up scan reads.
-#[derive(Deserialize)]
-struct Keyed {
-    id: String,
-    source: String,
-    dedupe_key: String,
-    received_at: String,
-}
-
 impl DedupeIndex {
     /// An index that answers for `window` and holds at most `max_keys` keys.
     pub fn new(window: Duration, max_keys: usize) -> DedupeIndex {
@@ -77,9 +69,10 @@ impl DedupeIndex {
     /// Adds a spooled envelope's key while the index is rebuilt at start (`recover`), unless
     /// it is past the window. The first copy of a key wins, as it did when it was accepted.
     pub fn note_spooled(&self, envelope_json: &[u8], now: jiff::Timestamp) -> bool {
-        let Ok(keyed) = serde_json::from_slice::<Keyed>(envelope_json) else {
+        let Ok(text) = std::str::from_utf8(envelope_json) else {
             return false;
         };
+        let keyed = EnvelopeFacts::read(text);
         let (Ok(received_at), Ok(envelope_id)) = (
             keyed.received_at.parse::<jiff::Timestamp>(),
             keyed.id.parse::<uuid::Uuid>(),

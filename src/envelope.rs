@@ -5,8 +5,12 @@
 //! contract, so the JSON shape is pinned by tests. The envelope never holds the raw body: the
 //! spool keeps that beside it, byte for byte, so a sink can forward exactly what HQ sent.
 
+mod facts;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use facts::EnvelopeFacts;
 
 /// What kind of CommCare payload an envelope carries (commcare-forwarding.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

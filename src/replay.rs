@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backlog::Backlogs;
+use crate::envelope::EnvelopeFacts;
 use crate::error::ErrorKind;
 use crate::rules::RuleSet;
 use crate::spool::{Entry, Record, Spool, SpoolError};
@@ -76,12 +77,6 @@ impl ReplayError {
             ReplayError::Spool { source, .. } => source.kind(),
         }
     }
-}
-
-/// The envelope fields replay reads before deciding to parse the rest.
-#[derive(Deserialize)]
-struct Received {
-    received_at: jiff::Timestamp,
 }
 
 /// Replays what `request` selects through `rules`.
@@ -196,8 +191,9 @@ fn select(
     report: &mut ReplayReport,
 ) -> Option<Record> {
     report.scanned += 1;
-    let received = serde_json::from_slice::<Received>(&entry.record.envelope).ok()?;
-    if received.received_at < request.since || received.received_at >= until {
+    let text = std::str::from_utf8(&entry.record.envelope).ok()?;
+    let received_at: jiff::Timestamp = EnvelopeFacts::read(text).received_at.parse().ok()?;
+    if received_at < request.since || received_at >= until {
         return None;
     }
     report.in_range += 1;

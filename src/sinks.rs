@@ -8,7 +8,6 @@
 //! delivery or check, so a far side that is down at start only holds its queue, never the relay.
 
 pub mod amqp;
-mod facts;
 pub mod file;
 pub mod http;
 pub mod kafka;
@@ -18,11 +17,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use crate::envelope::EnvelopeFacts;
 use crate::rules::Payload;
 use crate::spool::Route;
 use crate::template::{JsonContext, Template};
 pub use amqp::{AmqpSink, AmqpSinkConfig, ExchangeDeclaration};
-pub use facts::EnvelopeFacts;
 pub use file::{FileSink, FileSinkConfig};
 pub use http::{HttpAuth, HttpSink, HttpSinkConfig};
 pub use kafka::{Compression, KafkaSink, KafkaSinkConfig};

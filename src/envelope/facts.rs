@@ -1,5 +1,6 @@
-//! The envelope fields dispatch and the network sinks read for every delivery: ids, message
-//! metadata, the content type and trace context.
+//! The envelope fields read for every spooled record without its payload: ids, message
+//! metadata, the content type and trace context, for dispatch and the network sinks, the
+//! dedupe index rebuilt at start, and replay's time range.
 //!
 //! They are read from the spooled envelope text without building its tree, and only from its
 //! head: ccrelay writes every one of them before the payload fields (`form`, `cases`, ...),
