@@ -72,7 +72,7 @@ pub fn router(state: IngressState) -> Router {
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     let traceparent = request
         .headers()
-        .get("traceparent")
+        .get(handler::TRACEPARENT)
         .and_then(|value| value.to_str().ok());
     crate::telemetry::span_in_trace(traceparent, || {
         tracing::info_span!(

@@ -103,9 +103,13 @@ pub(super) async fn sinks(State(state): State<AdminState>) -> Response {
         }
     };
     let health = flags_by_sink(&state.metrics.sink_healthy);
-    let delivered = per_sink(&state.metrics.sink_deliveries, "delivered");
-    let retried = per_sink(&state.metrics.sink_deliveries, "retried");
-    let failed = per_sink(&state.metrics.sink_deliveries, "failed");
+    let outcomes = by_sink_and_outcome(&state.metrics.sink_deliveries);
+    let count = |sink: &str, outcome: &str| {
+        outcomes
+            .get(&(sink.to_owned(), outcome.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
     let durable_end = state.spool.durable_end();
     // Only consumers the spool already knows: `Spool::cursor` would register a new one.
     let consumers = state.spool.consumer_names();
@@ -133,9 +137,9 @@ pub(super) async fn sinks(State(state): State<AdminState>) -> Response {
                 "healthy": health.get(&name),
                 "backlog": state.backlogs.records(&name),
                 "backlog_bytes": backlog,
-                "delivered": delivered.get(&name).copied().unwrap_or(0),
-                "retried": retried.get(&name).copied().unwrap_or(0),
-                "failed": failed.get(&name).copied().unwrap_or(0),
+                "delivered": count(&name, "delivered"),
+                "retried": count(&name, "retried"),
+                "failed": count(&name, "failed"),
                 "dead_letters": dead_by_sink.get(&name).copied().unwrap_or(0),
             })
         })
@@ -176,14 +180,12 @@ fn collect<T>(
         .collect()
 }
 
-/// A counter's value per sink, for one outcome.
-fn per_sink(metric: &prometheus::IntCounterVec, outcome: &str) -> BTreeMap<String, u64> {
+/// A counter's value per (sink, outcome), read in one pass.
+fn by_sink_and_outcome(metric: &prometheus::IntCounterVec) -> BTreeMap<(String, String), u64> {
     let mut totals = BTreeMap::new();
-    for (labels, value) in series(metric) {
-        if labels.get("outcome").map(String::as_str) == Some(outcome) {
-            if let Some(sink) = labels.get("sink") {
-                *totals.entry(sink.clone()).or_default() += value;
-            }
+    for (mut labels, value) in series(metric) {
+        if let (Some(sink), Some(outcome)) = (labels.remove("sink"), labels.remove("outcome")) {
+            *totals.entry((sink, outcome)).or_default() += value;
         }
     }
     totals

@@ -6,9 +6,10 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::read::{Context, positive_u64};
+use super::read::{Context, positive_seconds, positive_u64, positive_usize};
 use super::secret::{Secret, read_secret};
 use crate::control::RepeaterType;
+use crate::control::resource::{is_domain_name, is_http_url};
 use crate::yaml::{Errors, Node};
 
 /// What ccrelay asks of CommCare HQ, and whom it lets use the API it serves.
@@ -140,12 +141,11 @@ pub(super) fn read_control<'a>(
         Some(node) => read_api_keys(node, context, errors),
         None => Some(Vec::new()),
     };
-    let max_registrations =
-        map.optional("max_registrations")
-            .map_or(Some(DEFAULT_MAX_REGISTRATIONS), |node| {
-                let value = positive_u64(node, errors)?;
-                usize::try_from(value.get()).ok()
-            });
+    let max_registrations = map
+        .optional("max_registrations")
+        .map_or(Some(DEFAULT_MAX_REGISTRATIONS), |node| {
+            positive_usize(node, errors).map(std::num::NonZeroUsize::get)
+        });
     map.finish(errors);
 
     let has_forwarders = forwarders
@@ -199,11 +199,12 @@ pub(super) fn check_sources(
 
 /// An absolute `http` or `https` URL with a host.
 fn http_url(text: &str) -> Result<&str, String> {
-    match reqwest::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(text),
-        _ => Err(format!(
+    if is_http_url(text) {
+        Ok(text)
+    } else {
+        Err(format!(
             "`{text}` is not an http or https URL such as https://relay.example.org"
-        )),
+        ))
     }
 }
 
@@ -223,9 +224,7 @@ fn read_hq(node: &Node, context: &Context, errors: &mut Errors) -> Option<HqSett
     let password = password_node.map(|node| read_header_secret(node, context, errors));
     let timeout = map
         .optional("timeout_seconds")
-        .map_or(Some(DEFAULT_TIMEOUT), |node| {
-            positive_u64(node, errors).map(|seconds| Duration::from_secs(seconds.get()))
-        });
+        .map_or(Some(DEFAULT_TIMEOUT), |node| positive_seconds(node, errors));
     let max_attempts = map.optional("max_attempts").map_or(
         Some(NonZeroU32::new(DEFAULT_MAX_ATTEMPTS).expect("non-zero")),
         |node| {
@@ -240,7 +239,7 @@ fn read_hq(node: &Node, context: &Context, errors: &mut Errors) -> Option<HqSett
     let max_retry_wait = map
         .optional("max_retry_wait_seconds")
         .map_or(Some(DEFAULT_MAX_RETRY_WAIT), |node| {
-            positive_u64(node, errors).map(|seconds| Duration::from_secs(seconds.get()))
+            positive_seconds(node, errors)
         });
     map.finish(errors);
     let credential = match (api_key, password) {
@@ -298,11 +297,7 @@ fn read_header_secret(node: &Node, context: &Context, errors: &mut Errors) -> Op
 
 fn read_domain(node: &Node, errors: &mut Errors) -> Option<String> {
     node.parse_str(errors, |domain| {
-        let valid = !domain.is_empty()
-            && domain
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
-        if valid {
+        if is_domain_name(domain) {
             Ok(domain.to_owned())
         } else {
             Err(format!(

@@ -224,7 +224,7 @@ pub(super) fn positive_u64(node: &Node, errors: &mut Errors) -> Option<NonZeroU6
 /// under the spool's 256 MiB record limit.
 const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
-fn positive_usize(node: &Node, errors: &mut Errors) -> Option<NonZeroUsize> {
+pub(super) fn positive_usize(node: &Node, errors: &mut Errors) -> Option<NonZeroUsize> {
     let value = positive_u64(node, errors)?;
     let converted = usize::try_from(value.get())
         .ok()
@@ -235,7 +235,7 @@ fn positive_usize(node: &Node, errors: &mut Errors) -> Option<NonZeroUsize> {
     converted
 }
 
-fn positive_seconds(node: &Node, errors: &mut Errors) -> Option<Duration> {
+pub(super) fn positive_seconds(node: &Node, errors: &mut Errors) -> Option<Duration> {
     positive_u64(node, errors).map(|seconds| Duration::from_secs(seconds.get()))
 }
 

@@ -22,7 +22,9 @@ use serde_json::{Map, Value, json};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::registry::{Fields, Registration, Registry, RegistryError};
-use super::resource::{self, Forwarder, ListMeta, ListPage, RepeaterType};
+use super::resource::{
+    self, Forwarder, ListMeta, ListPage, RepeaterType, is_domain_name, is_http_url,
+};
 use crate::config::ApiKeyGrant;
 use crate::error::ErrorKind;
 use crate::ingress::error::{code_of, status_of};
@@ -199,11 +201,7 @@ fn admit(
     query: Option<&str>,
 ) -> ApiResult<()> {
     authorize(&state.api_keys, domain, headers, query)?;
-    let plain = !domain.is_empty()
-        && domain
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
-    if plain {
+    if is_domain_name(domain) {
         Ok(())
     } else {
         Err(ApiError::NotFound)
@@ -394,9 +392,7 @@ fn fields_from(domain: &str, id: Option<&str>, object: &Map<String, Value>) -> A
     let url = text("url")?.ok_or_else(|| ApiError::BadRequest("missing field `url`".to_owned()))?;
     let valid_url = url.chars().count() <= MAX_URL_CHARS
         && !url.contains(|c: char| c == '{' || c == '}' || c.is_whitespace())
-        && reqwest::Url::parse(url).is_ok_and(|parsed| {
-            matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some()
-        });
+        && is_http_url(url);
     if !valid_url {
         return Err(ApiError::BadRequest(format!(
             "`url` must be an http or https URL of at most {MAX_URL_CHARS} characters, without spaces or braces"

@@ -55,13 +55,6 @@ pub struct HqArgs {
     pub json: bool,
 }
 
-/// What an apply did.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Applied {
-    pub changes: Vec<Change>,
-    pub unchanged: usize,
-}
-
 pub fn run(command: HqCommand) -> ExitCode {
     let common = match &command {
         HqCommand::List { common, .. }
@@ -202,7 +195,8 @@ pub async fn make_plan(client: &HqClient, config: &Config, all: bool) -> Result<
     Ok(whole)
 }
 
-/// Plans, then makes each change, calling `report` after each one.
+/// Plans, then makes each change, calling `report` after each one. What was done is a `Plan`
+/// too: the changes made, and how many forwarders were already right.
 ///
 /// # Errors
 /// The first request HQ refuses; the changes made before it stay made (running again
@@ -212,9 +206,9 @@ pub async fn apply_with(
     config: &Config,
     all: bool,
     report: &mut (dyn FnMut(&Change) + Send),
-) -> Result<Applied, ClientError> {
+) -> Result<Plan, ClientError> {
     let plan = make_plan(client, config, all).await?;
-    let mut applied = Applied {
+    let mut applied = Plan {
         changes: Vec::new(),
         unchanged: plan.unchanged,
     };

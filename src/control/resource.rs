@@ -21,6 +21,20 @@ pub fn detail_path(domain: &str, id: &str) -> String {
     format!("/a/{domain}/{API_PATH}{id}/")
 }
 
+/// Whether `text` can be a CommCare project space name: letters, digits, `-`, `_`, `.`.
+pub fn is_domain_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+}
+
+/// Whether `text` is an absolute `http` or `https` URL with a host.
+pub fn is_http_url(text: &str) -> bool {
+    reqwest::Url::parse(text)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+}
+
 /// A forwarder ("repeater") class HQ knows (commcare-forwarding.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum RepeaterType {
