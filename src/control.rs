@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::live_rules::LiveRules;
+use crate::live_rules::{self, LiveRules};
 use registry::Registry;
 
 /// The control module as `serve` runs it.
@@ -52,9 +52,7 @@ impl Control {
         let registry = Registry::open(&config.data_dir, config.control.max_registrations)
             .context("cannot open the Data Forwarding registrations")?;
         let registry = Arc::new(registry);
-        let subscriptions = subscriptions::compile(&registry.all(), &subscriptions::http_sink);
-        let applying = Arc::clone(live);
-        tokio::task::spawn_blocking(move || applying.set_subscriptions(subscriptions))
+        merge_registrations(&registry, live)
             .await
             .context("merging the registrations into the rules panicked")?
             .map_err(|error| anyhow::anyhow!("cannot merge the registrations: {error}"))?;
@@ -87,7 +85,6 @@ impl Control {
         tracker.spawn(follow_registry(
             Arc::clone(&self.registry),
             self.live,
-            Arc::new(subscriptions::http_sink),
             stop.clone(),
         ));
         api::ControlState {
@@ -103,7 +100,6 @@ impl Control {
 pub async fn follow_registry(
     registry: Arc<Registry>,
     live: Arc<LiveRules>,
-    sink_for: Arc<subscriptions::SinkFor>,
     stop: CancellationToken,
 ) {
     let mut changes = registry.subscribe();
@@ -112,10 +108,17 @@ pub async fn follow_registry(
             changed = changes.changed() => if changed.is_err() { return },
             () = stop.cancelled() => return,
         }
-        let subscriptions = subscriptions::compile(&registry.all(), &*sink_for);
-        let applying = Arc::clone(&live);
         // Errors are logged and kept in the rules status by `set_subscriptions` itself.
-        let _ =
-            tokio::task::spawn_blocking(move || applying.set_subscriptions(subscriptions)).await;
+        let _ = merge_registrations(&registry, &live).await;
     }
+}
+
+/// Makes every registration an HTTP sink and merges them into the rules in force.
+async fn merge_registrations(
+    registry: &Registry,
+    live: &Arc<LiveRules>,
+) -> Result<Result<live_rules::Reloaded, String>, tokio::task::JoinError> {
+    let subscriptions = subscriptions::compile(&registry.all(), &subscriptions::http_sink);
+    let applying = Arc::clone(live);
+    tokio::task::spawn_blocking(move || applying.set_subscriptions(subscriptions)).await
 }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config;
 use crate::metrics::Metrics;
-use crate::rules::{DEFAULT_RULES_YAML, RuleSet, Subscription};
+use crate::rules::{RuleSet, Subscription};
 use crate::spool::Spool;
 
 /// What `GET /rules` says about the rules in force.
@@ -48,15 +48,9 @@ pub struct LiveRules {
     /// Every rule set swapped in, in order, for the dispatcher supervisor. Bounded: a burst of
     /// reloads waits for the supervisor rather than piling up.
     swaps: mpsc::Sender<Arc<RuleSet>>,
-    /// What the rules in force were made of. Held while a new set is compiled and swapped,
-    /// so a reload and a subscription change never swap in each other's stale input.
-    inputs: Mutex<Inputs>,
-}
-
-struct Inputs {
-    /// The text of the last rules file that compiled (or the embedded default).
-    file_text: String,
-    subscriptions: Vec<Subscription>,
+    /// The subscriptions merged into the rules in force. Held while a new set is made and
+    /// swapped, so a reload and a subscription change never swap in each other's stale input.
+    subscriptions: Mutex<Vec<Subscription>>,
 }
 
 /// What a reload did.
@@ -80,8 +74,8 @@ impl LiveRules {
         spool: Spool,
         metrics: Arc<Metrics>,
     ) -> Result<(LiveRules, mpsc::Receiver<Arc<RuleSet>>), String> {
-        let (file_text, rules) = match path {
-            None => (DEFAULT_RULES_YAML.to_owned(), RuleSet::embedded_default()),
+        let rules = match path {
+            None => RuleSet::embedded_default(),
             Some(path) => read_and_compile(path)?,
         };
         let status = RulesStatus {
@@ -101,10 +95,7 @@ impl LiveRules {
             spool,
             metrics,
             swaps,
-            inputs: Mutex::new(Inputs {
-                file_text,
-                subscriptions: Vec::new(),
-            }),
+            subscriptions: Mutex::new(Vec::new()),
         };
         Ok((live, swapped))
     }
@@ -130,13 +121,12 @@ impl LiveRules {
         let Some(path) = &self.path else {
             return Ok(Reloaded::Unchanged);
         };
-        let mut inputs = self.inputs.lock().expect("inputs lock is never poisoned");
-        let outcome = read_and_compile(path).and_then(|(text, rules)| {
-            let rules = rules.with_subscriptions(inputs.subscriptions.clone())?;
-            inputs.file_text = text;
+        let subscriptions = self.lock_subscriptions();
+        let outcome = read_and_compile(path).and_then(|rules| {
+            let rules = rules.with_subscriptions(subscriptions.clone())?;
             Ok(self.swap(rules))
         });
-        drop(inputs);
+        drop(subscriptions);
         let result = match &outcome {
             Ok(Reloaded::Unchanged) => "unchanged",
             Ok(Reloaded::Swapped { .. }) => "success",
@@ -153,9 +143,7 @@ impl LiveRules {
             Ok(Reloaded::Unchanged) => {}
             Err(errors) => {
                 tracing::error!(rules = %path.display(), errors = %errors, "rules reload refused; the previous rules stay in force");
-                let mut status = self.status.lock().expect("status lock is never poisoned");
-                status.last_error = Some(errors.clone());
-                status.last_error_at = Some(now());
+                self.record_error(errors);
             }
         }
         outcome
@@ -168,27 +156,34 @@ impl LiveRules {
     /// When a subscription's sink clashes with a sink of the rules file; the rules in force
     /// stay, and the error is recorded in the status.
     pub fn set_subscriptions(&self, subscriptions: Vec<Subscription>) -> Result<Reloaded, String> {
-        let mut inputs = self.inputs.lock().expect("inputs lock is never poisoned");
-        let origin = self.path.as_ref().map_or_else(
-            || "<embedded default rules>".to_owned(),
-            |path| path.display().to_string(),
-        );
-        let outcome = RuleSet::parse_with_vars(&inputs.file_text, &origin, &config::environment)
-            .map_err(|errors| errors.to_string())
-            .and_then(|rules| rules.with_subscriptions(subscriptions.clone()));
+        let mut merged = self.lock_subscriptions();
+        // Under this lock the set in force is the file's rules plus the `merged`
+        // subscriptions, which `with_subscriptions` replaces: nothing to parse again.
+        let outcome = RuleSet::clone(&self.current()).with_subscriptions(subscriptions.clone());
         match outcome {
             Ok(rules) => {
-                inputs.subscriptions = subscriptions;
+                *merged = subscriptions;
                 Ok(self.swap(rules))
             }
             Err(error) => {
                 tracing::error!(error = %error, "subscriptions not applied; the previous rules stay in force");
-                let mut status = self.status.lock().expect("status lock is never poisoned");
-                status.last_error = Some(error.clone());
-                status.last_error_at = Some(now());
+                self.record_error(&error);
                 Err(error)
             }
         }
+    }
+
+    /// Keeps why the last change was refused, for `GET /rules`, until one is swapped in.
+    fn record_error(&self, error: &str) {
+        let mut status = self.status.lock().expect("status lock is never poisoned");
+        status.last_error = Some(error.to_owned());
+        status.last_error_at = Some(now());
+    }
+
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<Subscription>> {
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock is never poisoned")
     }
 
     fn swap(&self, rules: RuleSet) -> Reloaded {
@@ -223,13 +218,12 @@ impl LiveRules {
 /// Swaps the supervisor has not taken yet; `reload` waits past this many.
 const SWAP_QUEUE: usize = 16;
 
-fn read_and_compile(path: &Path) -> Result<(String, RuleSet), String> {
+fn read_and_compile(path: &Path) -> Result<RuleSet, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     let origin = path.display().to_string();
-    let rules = RuleSet::parse_with_vars(&text, &origin, &config::environment)
-        .map_err(|errors| errors.to_string())?;
-    Ok((text, rules))
+    RuleSet::parse_with_vars(&text, &origin, &config::environment)
+        .map_err(|errors| errors.to_string())
 }
 
 fn now() -> String {

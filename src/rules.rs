@@ -26,6 +26,7 @@ mod testing;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -69,13 +70,14 @@ pub const DEFAULT_MAX_BACKLOG: u64 = 1_000_000;
 const VERSION_HEX_DIGITS: usize = 12;
 
 /// A compiled rules file.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RuleSet {
     /// The sinks the file defines, by name; the app builds one sink from each.
     pub sinks: BTreeMap<String, SinkSpec>,
-    rules: Vec<Rule>,
+    /// Shared, not copied, by the sets `with_subscriptions` derives: only sinks change there.
+    rules: Arc<[Rule]>,
     unmatched: Vec<String>,
-    index: Index,
+    index: Arc<Index>,
     tests: Vec<TestCase>,
     origin: String,
     version: String,
@@ -163,9 +165,9 @@ impl RuleSet {
         let digest = hex::encode(Sha256::digest(text.as_bytes()));
         Ok(RuleSet {
             sinks: draft.sinks,
-            rules: draft.rules,
+            rules: draft.rules.into(),
             unmatched: draft.unmatched,
-            index,
+            index: Arc::new(index),
             tests: draft.tests,
             origin: origin.to_owned(),
             version: digest[..VERSION_HEX_DIGITS].to_owned(),
@@ -289,7 +291,7 @@ impl RuleSet {
     #[doc(hidden)]
     pub fn matched_rules_without_index(&self, envelope: &Value) -> Vec<&str> {
         let mut names = Vec::new();
-        for rule in &self.rules {
+        for rule in self.rules.iter() {
             if rule.condition.matches(envelope) {
                 names.push(rule.name.as_str());
                 if rule.stop {

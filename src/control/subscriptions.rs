@@ -15,9 +15,6 @@ use crate::template::Template;
 use super::registry::Registration;
 use super::resource::RepeaterType;
 
-/// Makes a registration's sink, or says why it cannot.
-pub type SinkFor = dyn Fn(&Registration) -> Result<SinkConfig, String> + Send + Sync;
-
 /// How long a registered endpoint has to answer; HQ itself waits up to 300 s.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests in flight at once per endpoint, as HQ's `DEFAULT_REPEATER_WORKERS`.
